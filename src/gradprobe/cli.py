@@ -1,0 +1,74 @@
+"""Hydra entry point: validate the config, run it, and turn the outcome into a recorded status.
+
+Nothing heavy is imported at module level: a bad config value is reported (one line, exit 2)
+before torch or Lightning are loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from gradprobe.record import RunDirError, config_to_resume
+from gradprobe.schema import ConfigError, validate
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+log = logging.getLogger("gradprobe")
+
+
+def register_resolvers() -> None:
+    """``${if_set:x,a,b}`` picks ``a`` when ``x`` is set: a resumed run reuses its own dir."""
+    OmegaConf.register_new_resolver("if_set", lambda value, a, b: a if value else b,
+                                    replace=True)
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("CI")
+
+
+def choices_of(hydra_cfg: Any) -> dict[str, str]:
+    """The chosen option of every gradprobe config group (Hydra's own groups left out)."""
+    return {group: str(choice) for group, choice in hydra_cfg.runtime.choices.items()
+            if not group.startswith("hydra") and choice is not None}
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
+          overrides: list[str]) -> dict[str, Any]:
+    """Validate and run one composed config (or continue ``cfg.resume``); returns its summary.
+    The CLI calls this with Hydra's runtime values; tests call it with a composed config."""
+    if cfg.get("resume"):
+        resume = cfg.resume
+        cfg = config_to_resume(Path(resume))
+        cfg.resume = resume
+    validate(cfg)
+    from gradprobe.run import execute  # heavy imports (torch, Lightning) only after validation
+
+    return execute(cfg, Path(run_dir), choices, overrides, interactive=interactive())
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    try:
+        summary = train(cfg, Path(hydra_cfg.runtime.output_dir), choices_of(hydra_cfg),
+                        list(hydra_cfg.overrides.task))
+    except (ConfigError, RunDirError) as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    return summary["metrics"].get(cfg.get("objective", "val/loss"))
+
+
+def main() -> None:
+    register_resolvers()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Datasets as tensors in memory, and one datamodule that serves them as index slices.
+
+Every source returns a :class:`Splits` of CPU tensors. The datamodule moves them once to the
+training device; a batch is then ``x[idx], y[idx]`` for a list of indices from an ordinary
+sampler (``Dataset.__getitems__``), so there is no per-sample ``__getitem__`` + collate and
+Lightning can still swap in a ``DistributedSampler`` under DDP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+Pair = tuple[Tensor, Tensor]
+
+
+@dataclass
+class Splits:
+    """Train/val/test tensors of one dataset and what the network needs to know about them."""
+
+    train: Pair
+    val: Pair
+    test: Pair
+    num_outputs: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train[0].shape[1:])
+
+
+def data_root(root: str | None) -> Path:
+    return Path(root or "~/.cache/gradprobe").expanduser()
+
+
+def split_off(pair: Pair, fraction: float, seed: int) -> tuple[Pair, Pair]:
+    """Split a random ``fraction`` off ``pair`` (a fixed ``seed``, independent of the run seed)."""
+    x, y = pair
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_off = max(1, round(fraction * len(x)))
+    keep, off = order[n_off:], order[:n_off]
+    return (x[keep], y[keep]), (x[off], y[off])
+
+
+def _classification(x: np.ndarray, y: np.ndarray) -> Pair:
+    return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42,
+            val_fraction: float = 0.1, split_seed: int = 0, root: str | None = None) -> Splits:
+    """MNIST-1D (Greydanus 2020) generated offline by ``mnist1d.make_dataset``; cached on disk."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args(as_dict=True) | {"num_samples": num_samples,
+                                              "train_split": train_split, "seed": seed}
+    key = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    cache = data_root(root) / f"mnist1d-{key}.npz"
+    if not cache.exists():
+        from mnist1d.utils import ObjectView
+
+        d = make_dataset(ObjectView(args))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{np.random.randint(1 << 30)}.npz")
+        np.savez(tmp, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"])
+        tmp.replace(cache)  # atomic: parallel jobs never read a half-written file
+    with np.load(cache) as d:
+        train, test = _classification(d["x"], d["y"]), _classification(d["x_test"], d["y_test"])
+    train, val = split_off(train, val_fraction, split_seed)
+    return Splits(train, val, test, num_outputs=10)
+
+
+def digits(test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0) -> Splits:
+    """scikit-learn's bundled 8x8 digits (1797 images), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    rest, test = split_off(_classification(d.data / 16.0, d.target), test_fraction, split_seed)
+    train, val = split_off(rest, val_fraction, split_seed + 1)
+    return Splits(train, val, test, num_outputs=10)
+
+
+def synthetic(n_train: int = 1000, n_val: int = 200, n_test: int = 200, in_features: int = 20,
+              out_features: int = 1, inputs: str = "normal", target: str = "teacher",
+              teacher_width: int = 32, noise: float = 0.1, seed: int = 1234) -> Splits:
+    """Regression data: inputs N(0, 1) or U[0, 1); targets from a fixed random tanh teacher
+    network plus noise, or independent U[0, 1) values (the origin article's toy)."""
+    g = torch.Generator().manual_seed(seed)
+    n = n_train + n_val + n_test
+    if inputs == "uniform":
+        x = torch.rand(n, in_features, generator=g)
+    else:
+        x = torch.randn(n, in_features, generator=g)
+    if target == "random":
+        y = torch.rand(n, out_features, generator=g)
+    else:
+        w1 = torch.randn(in_features, teacher_width, generator=g) / in_features**0.5
+        w2 = torch.randn(teacher_width, out_features, generator=g) / teacher_width**0.5
+        y = torch.tanh(x @ w1) @ w2 + noise * torch.randn(n, out_features, generator=g)
+    train, val, test = (
+        (x[a:b], y[a:b]) for a, b in
+        ((0, n_train), (n_train, n_train + n_val), (n_train + n_val, n))
+    )
+    return Splits(train, val, test, num_outputs=out_features)
+
+
+def torchvision_dataset(name: str, root: str | None = None, download: bool = True,
+                        val_fraction: float = 0.1, split_seed: int = 0) -> Splits:
+    """MNIST, FashionMNIST or CIFAR10 through torchvision (downloaded once into ``root``),
+    standardised per channel with the training set's statistics."""
+    import torchvision
+
+    cls = getattr(torchvision.datasets, name)
+    folder = str(data_root(root))
+    train_set = cls(folder, train=True, download=download)
+    test_set = cls(folder, train=False, download=download)
+
+    def as_pair(ds: Dataset) -> Pair:
+        x = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0
+        x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x.unsqueeze(1)  # N, C, H, W
+        return x, torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+
+    train, test = as_pair(train_set), as_pair(test_set)
+    mean = train[0].mean(dim=(0, 2, 3), keepdim=True)
+    std = train[0].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    train, test = [((x - mean) / std, y) for x, y in (train, test)]
+    train, val = split_off(train, val_fraction, split_seed)
+    return Splits(train, val, test, num_outputs=len(train_set.classes))
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class IndexedTensors(Dataset):
+    """A dataset that answers a whole batch of indices with one slice of each tensor."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> Pair:
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, indices: list[int]) -> Pair:
+        idx = torch.as_tensor(indices, device=self.x.device)
+        return self.x[idx], self.y[idx]
+
+
+def _as_batch(batch: Pair) -> Pair:
+    """The collate function: ``__getitems__`` already returned the batch."""
+    return batch
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Serves a :class:`Splits` from the training device.
+
+    Training order is ``DistributedSampler``'s: a permutation seeded by ``seed + epoch``, so a run
+    resumed from a checkpoint sees the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
+        self.seed = seed
+        self.sets: dict[str, IndexedTensors] = {}
+
+    def setup(self, stage: str) -> None:
+        if self.sets:
+            return
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        for name in ("train", "val", "test"):
+            x, y = getattr(self.splits, name)
+            self.sets[name] = IndexedTensors(x.to(device), y.to(device))
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.sets["train"]
+        sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+        return DataLoader(data, batch_size=min(self.batch_size, len(data)), sampler=sampler,
+                          drop_last=True, collate_fn=_as_batch)
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        return DataLoader(self.sets[name], batch_size=self.eval_batch_size, collate_fn=_as_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,147 @@
+"""One training run, top to bottom: config -> data, network -> module + callbacks -> Trainer ->
+fit -> test -> ``summary.json``. Everything a later reader needs is written into the run dir."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.loggers import WandbLogger
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.regression import MeanSquaredError, R2Score
+
+from gradprobe import record
+from gradprobe.data import InMemoryDataModule, Splits
+from gradprobe.init import initialize
+from gradprobe.module import GradprobeModule
+from gradprobe.nets import DepthNet
+
+
+def build_network(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int) -> DepthNet:
+    """The ``model`` group's builder, fed factories from the ``activation`` and ``norm`` groups,
+    then initialised by the ``init`` group."""
+    net = instantiate(cfg.model, activation=instantiate(cfg.activation),
+                      norm=instantiate(cfg.norm), in_shape=input_shape, out_features=num_outputs)
+    initialize(net, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    return net
+
+
+def loss_and_metrics(task: str, num_outputs: int) -> tuple[nn.Module, MetricCollection]:
+    if task == "classification":
+        # validate_args=False: the argument checks would sync host and device on every step.
+        return nn.CrossEntropyLoss(), MetricCollection(
+            {"acc": MulticlassAccuracy(num_outputs, average="micro", validate_args=False)})
+    return nn.MSELoss(), MetricCollection({"mse": MeanSquaredError(),
+                                           "r2": R2Score(multioutput="uniform_average")})
+
+
+def build_module(cfg: DictConfig, input_shape: tuple[int, ...],
+                 num_outputs: int) -> GradprobeModule:
+    net = build_network(cfg, input_shape, num_outputs)
+    loss, metrics = loss_and_metrics(cfg.task, num_outputs)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return GradprobeModule(net, loss, metrics, optimizer=plain["optimizer"],
+                           scheduler=plain["scheduler"] or None, run_config=plain,
+                           data_shape={"input_shape": list(input_shape),
+                                       "num_outputs": num_outputs})
+
+
+def load_module(checkpoint: str | Path) -> GradprobeModule:
+    """Rebuild network, loss and metrics from the config saved in a checkpoint, then load it."""
+    hparams = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
+    cfg, shape = OmegaConf.create(hparams["run_config"]), hparams["data_shape"]
+    net = build_network(cfg, tuple(shape["input_shape"]), shape["num_outputs"])
+    loss, metrics = loss_and_metrics(cfg.task, shape["num_outputs"])
+    return GradprobeModule.load_from_checkpoint(checkpoint, map_location="cpu", net=net,
+                                                loss=loss, metrics=metrics, weights_only=True)
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, flat_config: dict[str, Any],
+                  overrides: list[str]) -> list:
+    """One Lightning logger per entry of the ``logger`` group, all writing into the run dir."""
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        extra: dict[str, Any] = {"save_dir": str(run_dir)}
+        if name == "wandb":
+            extra |= {"name": cfg.run_name or record.name_from(overrides),
+                      "config": flat_config,
+                      "tags": [f"{k}:{v}" for k, v in flat_config.items() if "." not in k]}
+        loggers.append(instantiate(logger_cfg, _partial_=True)(**extra))
+    return loggers
+
+
+def close_loggers(loggers: list, status: str) -> None:
+    """Flush every logger; end the W&B run, so the next run in this process starts its own."""
+    for logger in loggers:
+        logger.finalize("success" if status == "completed" else status)
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish(exit_code=0 if status == "completed" else 1)
+
+
+def build_callbacks(run_dir: Path, interactive: bool) -> list[Callback]:
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
+                                  auto_insert_metric_name=False, monitor="val/loss", mode="min",
+                                  save_last=True)
+    return [checkpoints, RichProgressBar()] if interactive else [checkpoints]
+
+
+def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
+            overrides: list[str], interactive: bool = False) -> dict[str, Any]:
+    """Train and test one configuration; returns (and writes) its summary."""
+    started = time.time()
+    resume_from = record.checkpoint_to_resume(run_dir) if cfg.get("resume") else None
+    info = record.start(cfg, run_dir, choices, overrides, resumed=resume_from is not None)
+    try:
+        summary = info | fit_and_test(cfg, run_dir, overrides, choices, resume_from, interactive)
+    except BaseException as err:  # Ctrl-C reaches here as SystemExit from Lightning
+        status = "failed" if isinstance(err, Exception) else "interrupted"
+        record.finish(run_dir, info | {"status": status, "error": f"{type(err).__name__}: {err}",
+                                       "wall_time_s": round(time.time() - started, 3)})
+        raise
+    summary["wall_time_s"] = round(time.time() - started, 3)
+    record.finish(run_dir, summary)
+    return summary
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: dict[str, str],
+                 resume_from: str | None, interactive: bool) -> dict[str, Any]:
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    splits: Splits = instantiate(cfg.data.source)
+    datamodule = InMemoryDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
+                                    cfg.seed)
+    module = build_module(cfg, splits.input_shape, splits.num_outputs)
+    loggers = build_loggers(cfg, run_dir, record.flat_config(cfg, choices), overrides)
+    callbacks = build_callbacks(run_dir, interactive)
+    trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
+                                      logger=loggers or False, callbacks=callbacks,
+                                      enable_progress_bar=interactive,
+                                      enable_model_summary=interactive)
+
+    status = "failed"
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        fit_metrics = record.numbers(trainer.callback_metrics)
+        trainer.test(module, datamodule=datamodule, verbose=interactive)
+        status = "completed"
+    finally:
+        close_loggers(loggers, status)
+    checkpoint: ModelCheckpoint = callbacks[0]
+
+    summary = {
+        "status": status,
+        "metrics": fit_metrics | record.numbers(trainer.callback_metrics),
+        "best": {"val/loss": record.number(checkpoint.best_model_score),
+                 "checkpoint": checkpoint.best_model_path},
+        "epochs": trainer.current_epoch, "steps": trainer.global_step,
+        "num_parameters": sum(p.numel() for p in module.parameters()),
+    }
+    return summary
