@@ -4,6 +4,7 @@ fit -> test -> ``summary.json``. Everything a later reader needs is written into
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,20 @@ from gradprobe.init import initialize
 from gradprobe.module import GradprobeModule
 from gradprobe.nets import DepthNet
 
+# The run dir holds more than the CSV logger's files, which is intended; and a Lightning-internal
+# deprecation notice that users cannot act on.
+warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+
 
 def build_network(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int) -> DepthNet:
     """The ``model`` group's builder, fed factories from the ``activation`` and ``norm`` groups,
     then initialised by the ``init`` group."""
     net = instantiate(cfg.model, activation=instantiate(cfg.activation),
                       norm=instantiate(cfg.norm), in_shape=input_shape, out_features=num_outputs)
-    initialize(net, instantiate(cfg.init.weight), instantiate(cfg.init.bias))
+    bias = cfg.init.bias  # null, a constant, or an init function's config
+    initialize(net, instantiate(cfg.init.weight),
+               instantiate(bias) if OmegaConf.is_config(bias) else bias)
     return net
 
 
@@ -64,7 +72,7 @@ def load_module(checkpoint: str | Path) -> GradprobeModule:
                                                 loss=loss, metrics=metrics, weights_only=True)
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, flat_config: dict[str, Any],
+def build_loggers(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
                   overrides: list[str]) -> list:
     """One Lightning logger per entry of the ``logger`` group, all writing into the run dir."""
     loggers = []
@@ -72,8 +80,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path, flat_config: dict[str, Any],
         extra: dict[str, Any] = {"save_dir": str(run_dir)}
         if name == "wandb":
             extra |= {"name": cfg.run_name or record.name_from(overrides),
-                      "config": flat_config,
-                      "tags": [f"{k}:{v}" for k, v in flat_config.items() if "." not in k]}
+                      "config": record.flat_config(cfg, choices),
+                      "tags": [f"{group}:{option}" for group, option in choices.items()]}
         loggers.append(instantiate(logger_cfg, _partial_=True)(**extra))
     return loggers
 
@@ -119,7 +127,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     datamodule = InMemoryDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
                                     cfg.seed)
     module = build_module(cfg, splits.input_shape, splits.num_outputs)
-    loggers = build_loggers(cfg, run_dir, record.flat_config(cfg, choices), overrides)
+    loggers = build_loggers(cfg, run_dir, choices, overrides)
     callbacks = build_callbacks(run_dir, interactive)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       logger=loggers or False, callbacks=callbacks,
