@@ -1,4 +1,4 @@
-"""Train one configuration (or a sweep with -m). See README.md; same as the gradprobe-train command."""
+"""Train one configuration (or a sweep with -m); the same as the ``gradprobe-train`` command."""
 
 from gradprobe.cli import main
 

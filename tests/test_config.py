@@ -7,9 +7,9 @@ import sys
 import time
 
 import pytest
-from conftest import CONF_DIR, REPO, compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
+from conftest import CONF_DIR, REPO, compose_config
 from gradprobe.schema import ConfigError, validate
 
 GROUP_OPTIONS = sorted(

@@ -36,7 +36,7 @@ def test_synthetic_teacher_and_random_targets() -> None:
     assert teacher.train[0].shape == (50, 3) and teacher.test[1].shape == (10, 2)
     toy = data.synthetic(n_train=100, in_features=2, inputs="uniform", target="random")
     x, y = toy.train
-    assert 0 <= float(x.min()) and float(x.max()) < 1 and 0 <= float(y.min()) < float(y.max()) < 1
+    assert float(x.min()) >= 0 and float(x.max()) < 1 and 0 <= float(y.min()) < float(y.max()) < 1
     # the teacher makes targets a function of inputs; random targets are not
     assert not torch.equal(teacher.train[1], data.synthetic(
         n_train=50, n_val=10, n_test=10, in_features=3, out_features=2, seed=5).train[1])

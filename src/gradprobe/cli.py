@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from gradprobe.record import RunDirError, config_to_resume
+from gradprobe.record import RunDirError, config_to_resume, is_rank_zero
 from gradprobe.schema import ConfigError, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -62,6 +62,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except (ConfigError, RunDirError) as err:
         print(err, file=sys.stderr)
         sys.exit(2)
+    if not is_rank_zero():
+        return None
+    shown = {k: round(v, 4) for k, v in summary["metrics"].items() if k.startswith("test/")}
+    log.info("%s in %.1f s: %s -> %s", summary["status"], summary["wall_time_s"], shown,
+             summary["run_dir"])
     return summary["metrics"].get(cfg.get("objective", "val/loss"))
 
 

@@ -40,9 +40,11 @@ class GradprobeModule(pl.LightningModule):
         loss = self.loss(out, y)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(out.detach(), y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=len(x))
+        training = stage == "train"
+        # val/test losses are averaged over DDP ranks at epoch end; syncing the training loss
+        # would cost an all-reduce on every step.
+        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=True,
+                 batch_size=len(x), sync_dist=not training)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 

@@ -61,30 +61,38 @@ def checkpoint_to_resume(run_dir: Path) -> str:
     return str(last)
 
 
+def is_rank_zero() -> bool:
+    """False in the extra processes a multi-device (DDP) run starts: only rank 0 writes records."""
+    return all(int(os.environ.get(var, 0)) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
           resumed: bool) -> dict[str, Any]:
     """Write the run's records before training; returns the part of the summary known now."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_summary(run_dir)
+    if not is_rank_zero():
+        return {"run_dir": str(run_dir), "seed": cfg.seed, "choices": choices}
     if previous and not resumed:
         raise RunDirError(f"{run_dir} already holds a run (status {previous['status']}); "
                           "refusing to overwrite it (resume=<run dir> continues one)")
     if resumed and previous:
         keep = ("run_dir", "seed", "choices", "overrides", "command", "started_at")
         info = {k: previous[k] for k in keep}
-        info["resumed_at"] = [*previous.get("resumed_at", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
+        info["resumed_at"] = [*previous.get("resumed_at", []), now()]
     else:
         OmegaConf.save(cfg, run_dir / RESOLVED_CONFIG, resolve=True)
         info = {"run_dir": str(run_dir), "seed": cfg.seed, "choices": choices,
-                "overrides": overrides, "command": command_line(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "overrides": overrides, "command": command_line(), "started_at": now()}
     info |= {"run_name": cfg.get("run_name"), "versions": versions(), "git": git_state()}
     write_json(run_dir / SUMMARY, info | {"status": "running"})
     return info
 
 
 def finish(run_dir: Path, summary: dict[str, Any]) -> None:
-    write_json(Path(run_dir) / SUMMARY, summary)
+    if is_rank_zero():
+        write_json(Path(run_dir) / SUMMARY, summary)
 
 
 def flat_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
@@ -140,6 +148,10 @@ def git_state() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def command_line() -> str:

@@ -1,4 +1,4 @@
-"""Range and type checks for a composed config, torch-free so a bad value fails in well under a second.
+"""Range and type checks for a composed config, torch-free: a bad value fails in well under 1 s.
 
 Hydra already rejects unknown keys (struct mode) and unknown group options (with its list of
 choices). What it cannot know is which *values* make sense: that is this table. Each rule names a
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
-    """A config value outside what is allowed; its message is one line naming key, value and rule."""
+    """A config value outside what is allowed; the message is one line: key, value and rule."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _lookup(cfg: DictConfig, key: str) -> Any:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value outside its rule, or for a required value left '???'."""
+    """Raise ConfigError for the first value outside its rule, or a required value left '???'."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"config error: {missing[0]} has no value; set it, e.g. {missing[0]}=...")
