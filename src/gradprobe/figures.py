@@ -163,7 +163,7 @@ def _step_axis(ax: Axes, steps: np.ndarray) -> None:
         ax.set_xlim(steps[0] - 1, steps[0] + 1)
         ax.set_xticks([steps[0]])
         return
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     lo, hi = ax.get_xlim()
     ax.set_xticks([t for t in ax.get_xticks() if steps[0] <= t <= steps[-1]])
     ax.set_xlim(lo, hi)

@@ -22,6 +22,7 @@ from torchmetrics.regression import MeanSquaredError, R2Score
 from gradprobe import record
 from gradprobe.data import InMemoryDataModule, Splits
 from gradprobe.init import initialize
+from gradprobe.instruments import GradientFlow
 from gradprobe.module import GradprobeModule
 from gradprobe.nets import DepthNet
 
@@ -94,11 +95,23 @@ def close_loggers(loggers: list, status: str) -> None:
             logger.experiment.finish(exit_code=0 if status == "completed" else 1)
 
 
-def build_callbacks(run_dir: Path, interactive: bool) -> list[Callback]:
+def build_monitor(cfg: DictConfig, choices: dict[str, str], run_dir: Path) -> GradientFlow | None:
+    """The ``monitor`` group's instruments, told the run's choices to phrase their remedies."""
+    settings = OmegaConf.to_container(cfg.monitor, resolve=True)
+    if not settings.pop("enabled"):
+        return None
+    context = dict(choices) | {"lr": cfg.optimizer.get("lr"),
+                               "gradient_clip_val": cfg.trainer.get("gradient_clip_val")}
+    return GradientFlow(**settings, out_dir=run_dir / "gradflow", context=context)
+
+
+def build_callbacks(run_dir: Path, interactive: bool,
+                    monitor: GradientFlow | None) -> list[Callback]:
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
                                   auto_insert_metric_name=False, monitor="val/loss", mode="min",
                                   save_last=True)
-    return [checkpoints, RichProgressBar()] if interactive else [checkpoints]
+    extras = [RichProgressBar()] if interactive else []
+    return [checkpoints, *([monitor] if monitor else []), *extras]
 
 
 def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
@@ -128,7 +141,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
                                     cfg.seed)
     module = build_module(cfg, splits.input_shape, splits.num_outputs)
     loggers = build_loggers(cfg, run_dir, choices, overrides)
-    callbacks = build_callbacks(run_dir, interactive)
+    monitor = build_monitor(cfg, choices, run_dir)
+    callbacks = build_callbacks(run_dir, interactive, monitor)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       logger=loggers or False, callbacks=callbacks,
                                       enable_progress_bar=interactive,
@@ -138,8 +152,11 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         fit_metrics = record.numbers(trainer.callback_metrics)
-        trainer.test(module, datamodule=datamodule, verbose=interactive)
-        status = "completed"
+        if monitor and monitor.diverged:  # a result, not an error: no test on non-finite weights
+            status = "diverged"
+        else:
+            trainer.test(module, datamodule=datamodule, verbose=interactive)
+            status = "completed"
     finally:
         close_loggers(loggers, status)
     checkpoint: ModelCheckpoint = callbacks[0]
@@ -152,4 +169,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
         "epochs": trainer.current_epoch, "steps": trainer.global_step,
         "num_parameters": sum(p.numel() for p in module.parameters()),
     }
+    if monitor:
+        summary["diagnosis"] = {k: monitor.report[k] for k in ("init", "final")
+                                if k in monitor.report}
+        summary["diverged"] = monitor.diverged
     return summary

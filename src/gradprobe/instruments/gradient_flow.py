@@ -1,0 +1,308 @@
+"""``GradientFlow``: per-layer gradient, update and activation statistics as a Lightning callback.
+
+Every ``every_n_steps`` optimizer steps (counted in optimizer steps, so gradient accumulation is
+handled) one row is sampled:
+
+* gradients, in ``on_before_optimizer_step`` -- after AMP unscaling and the DDP all-reduce,
+  before clipping: per layer ||dL/dW||, ||W||, their ratio, mean |g|; the global norm;
+  the first/last hidden layer ratio. Fused ``torch._foreach_norm`` calls, no host sync;
+* the global norm after clipping and ||dW|| / ||W|| of the update, in optimizer step hooks;
+* activations and the back-propagated gradient dL/dh at each block's output, from hooks that
+  are attached only for the first micro-batch of a sampled step and removed after its backward.
+
+Step 0 is always sampled: it is the *init probe*, measured on the first batch before any update.
+Rows stay on the device and are flushed (one host copy) every ``flush_every_n_samples`` samples,
+right after the init probe, and at the end of training. A non-finite loss or gradient is
+flagged on the device every step; the flag is read at each sampled step (the only host sync in
+between flushes) and the run stops with status ``diverged`` and the step and first layer where
+it appeared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from gradprobe.instruments import diagnosis
+from gradprobe.instruments.layers import find_layers
+from gradprobe.instruments.recorder import LAYER_STATS, STEP_STATS, Recorder, Row
+from gradprobe.instruments.stats import (
+    ACT_BINS,
+    ACTIVATION_STATS,
+    GRAD_BINS,
+    activation_stats,
+    bounds_of,
+    log10_abs,
+)
+from gradprobe.nets import Layer
+
+log = logging.getLogger("gradprobe")
+_L = {stat: i for i, stat in enumerate(LAYER_STATS)}
+_S = {stat: i for i, stat in enumerate(STEP_STATS)}
+
+
+class GradientFlow(Callback):
+    """Records gradient flow of any LightningModule (see the module docstring).
+
+    Args:
+        every_n_steps: sample one optimizer step in this many.
+        histogram_every_n_steps: also take histograms on these steps (a multiple of the above).
+        flush_every_n_samples: rows kept on the device between host copies.
+        saturation_margin: an output this close to a bound of sigmoid/tanh/softsign saturates.
+        thresholds: diagnosis thresholds (see ``diagnosis.THRESHOLDS``).
+        layers: the layers to watch; by default ``find_layers(pl_module)``.
+        out_dir: where ``layers.csv``, ``steps.csv``, ``histograms.npz`` and ``diagnosis.json``
+            go; by default ``<trainer.default_root_dir>/gradflow``.
+        context: the run's choices (activation, init, norm, model, optimizer, lr, ...), to
+            phrase the remedies of the diagnosis for this run.
+        figures: draw the PNG figures at the end of training.
+    """
+
+    def __init__(self, every_n_steps: int = 10, histogram_every_n_steps: int = 100,
+                 flush_every_n_samples: int = 10, saturation_margin: float = 0.05,
+                 thresholds: dict[str, float] | None = None, layers: list[Layer] | None = None,
+                 out_dir: str | Path | None = None, context: dict[str, Any] | None = None,
+                 figures: bool = True) -> None:
+        super().__init__()
+        self.every, self.hist_every = every_n_steps, histogram_every_n_steps
+        self.flush_every, self.margin = flush_every_n_samples, saturation_margin
+        self.thresholds = diagnosis.THRESHOLDS | dict(thresholds or {})
+        self.layers, self.out_dir, self.context = layers, out_dir, dict(context or {})
+        self.figures = figures
+        self.report: dict[str, Any] = {}
+        self.diverged: dict[str, Any] | None = None
+        self._row: Row | None = None
+        self._weights_before: list[Tensor] | None = None
+        self._hooks: list[Any] = []
+        self._opt_hooks: list[Any] = []
+
+    # ------------------------------------------------------------------ set-up and tear-down
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.layers = self.layers or find_layers(pl_module)
+        self.names = [layer.name for layer in self.layers]
+        self.weights = [layer.weight.weight for layer in self.layers]
+        self.numel = torch.tensor([float(w.numel()) for w in self.weights])
+        out_dir = Path(self.out_dir or Path(trainer.default_root_dir) / "gradflow")
+        self.recorder = Recorder(out_dir, self.names)
+        self._first_bad = None
+        self._last_step = -1
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        device = pl_module.device
+        self.numel = self.numel.to(device)
+        self._first_bad = torch.tensor(-1, device=device)
+        total = trainer.estimated_stepping_batches
+        self._last_step = int(total) - 1 if math.isfinite(total) else -1
+        for optimizer in trainer.optimizers:
+            self._opt_hooks.append(optimizer.register_step_post_hook(self._after_update))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for hook in self._opt_hooks:
+            hook.remove()
+        self._opt_hooks = []
+        self._remove_hooks()
+        self._flush(trainer)
+        self._finish(trainer)
+
+    # ------------------------------------------------------------------ the sampling schedule
+
+    def _sampled(self, step: int) -> bool:
+        return step % self.every == 0 or self._histogram_step(step)
+
+    def _histogram_step(self, step: int) -> bool:
+        """Every ``hist_every`` steps, and the last step, so "at the end" is really the end."""
+        return step % self.hist_every == 0 or step == self._last_step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self._batch_step = step = trainer.global_step
+        first_micro_batch = batch_idx % trainer.accumulate_grad_batches == 0
+        if first_micro_batch and self._sampled(step):
+            self._row = self.recorder.new_row(step, pl_module.device)
+            if self._histogram_step(step):
+                self._row.act_hist = torch.zeros(len(self.layers), ACT_BINS.count,
+                                                 dtype=torch.long, device=pl_module.device)
+            self._attach_hooks(trainer)
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._hooks:
+            self._remove_hooks()
+            row = self._row
+            norms = [n if n is not None else torch.tensor(math.nan, device=row.layers.device)
+                     for n in self._backprop]
+            row.layers[_L["backprop_norm"]] = torch.stack(norms)
+
+    # ------------------------------------------------------------------ gradients and updates
+
+    @torch.no_grad()
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        row = self._row
+        if row is None or row.step != trainer.global_step:
+            return
+        grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights]
+        norms = torch.stack(torch._foreach_norm(grads))
+        weight_norms = torch.stack(torch._foreach_norm(self.weights))
+        row.layers[_L["grad_norm"]] = norms
+        row.layers[_L["weight_norm"]] = weight_norms
+        row.layers[_L["grad_ratio"]] = norms / weight_norms
+        row.layers[_L["grad_mean_abs"]] = torch.stack(torch._foreach_norm(grads, 1)) / self.numel
+        last_hidden = max(len(self.layers) - 2, 0)
+        row.steps[_S["grad_first_last_ratio"]] = norms[0] / norms[last_hidden]
+        row.steps[_S["grad_global_norm_preclip"]] = global_norm(pl_module)
+        self._flag_nonfinite(row.steps[_S["grad_global_norm_preclip"]], row.step)
+        if self._histogram_step(row.step):
+            row.grad_hist = torch.stack([GRAD_BINS.counts(log10_abs(g)) for g in grads])
+        # Clipping (next, inside Lightning) changes gradients, not weights: the snapshot for the
+        # update ratio can be taken now.
+        self._weights_before = torch._foreach_mul(self.weights, 1.0)
+
+    @torch.no_grad()
+    def _after_update(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        """Optimizer step post-hook. Lightning runs forward, backward, the hook above and
+        clipping inside ``optimizer.step(closure)``, so only after the step are the clipped
+        gradients (optimizers do not modify ``.grad``) and the new weights both in view."""
+        before = self._weights_before
+        if before is None:
+            return
+        self._weights_before = None
+        self._row.steps[_S["grad_global_norm"]] = global_norm_of(
+            [p for group in optimizer.param_groups for p in group["params"]])
+        change = torch.stack(torch._foreach_norm(torch._foreach_sub(self.weights, before)))
+        self._row.layers[_L["update_ratio"]] = change / torch.stack(torch._foreach_norm(before))
+
+    # ------------------------------------------------------------------ activations, dL/dh
+
+    def _attach_hooks(self, trainer: pl.Trainer) -> None:
+        row = self._row
+        scale = float(trainer.accumulate_grad_batches)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self._backprop: list[Tensor | None] = [None] * len(self.layers)
+
+        def on_block(j: int):
+            def hook(module: Any, inputs: Any, output: Tensor) -> None:
+                if isinstance(output, Tensor) and output.requires_grad:
+                    def on_grad(grad: Tensor) -> None:
+                        norm = torch.linalg.vector_norm(grad.detach().float()) * scale
+                        self._backprop[j] = norm / scaler._scale if scaler else norm
+                    output.register_hook(on_grad)
+            return hook
+
+        def on_activation(j: int, layer: Layer):
+            bounds = bounds_of(layer.activation)
+
+            def hook(module: Any, inputs: Any, output: Tensor) -> None:
+                out = output if layer.activation is not None else None
+                pre = inputs[0] if layer.activation is not None else output
+                stats = activation_stats(pre, out, bounds, self.margin)
+                row.layers[_L[ACTIVATION_STATS[0]]:_L[ACTIVATION_STATS[-1]] + 1, j] = stats
+                if row.act_hist is not None and out is not None:
+                    row.act_hist[j] = ACT_BINS.counts(out)
+            return hook
+
+        for j, layer in enumerate(self.layers):
+            watched = layer.activation if layer.activation is not None else layer.weight
+            self._hooks += [layer.block.register_forward_hook(on_block(j)),
+                            watched.register_forward_hook(on_activation(j, layer))]
+
+    def _remove_hooks(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    # ------------------------------------------------------------------ guard and flushing
+
+    def _flag_nonfinite(self, value: Tensor, step: int) -> None:
+        """Remember, on the device, the first step whose loss or gradient was not finite."""
+        if self._first_bad is not None:
+            bad = ~torch.isfinite(value.detach()) & (self._first_bad < 0)
+            self._first_bad = torch.where(bad, step, self._first_bad)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):
+            self._flag_nonfinite(loss, self._batch_step)
+        row = self._row
+        if row is not None and trainer.global_step > row.step:  # its optimizer step is done
+            self.recorder.pending.append(row)
+            self._row = None
+            # One host sync per sampled step: the non-finite flag (rows wait for the flush).
+            if (row.step == 0 or len(self.recorder.pending) >= self.flush_every
+                    or int(self._first_bad) >= 0):
+                self._flush(trainer)
+
+    def _flush(self, trainer: pl.Trainer) -> None:
+        host = self.recorder.flush(trainer.loggers, write=trainer.is_global_zero)
+        if host and host[0].step == 0 and "init" not in self.report:
+            self.report["init"] = diagnosis.diagnose(host[0], self.names, self.thresholds,
+                                                     self.context)
+            if trainer.is_global_zero:
+                log.info("init probe: %s", self.report["init"]["text"])
+        first_bad = int(self._first_bad) if self._first_bad is not None else -1
+        if first_bad >= 0 and self.diverged is None:
+            self.diverged = {"step": first_bad, "layer": first_nonfinite_layer(self.layers)}
+            trainer.should_stop = True
+
+    def _finish(self, trainer: pl.Trainer) -> None:
+        history = self.recorder.history
+        if history:
+            self.report["final"] = diagnosis.diagnose(history[-1], self.names, self.thresholds,
+                                                      self.context, diverged=self.diverged)
+        if not trainer.is_global_zero or not history:
+            return
+        out_dir = self.recorder.out_dir
+        (out_dir / "diagnosis.json").write_text(json.dumps(self.report, indent=2) + "\n")
+        log.info("diagnosis: %s", self.report["final"]["text"])
+        if self.figures:
+            from gradprobe.figures import draw_all
+
+            self.report["figures"] = [str(p) for p in draw_all(out_dir.parent)]
+        for logger in trainer.loggers:
+            publish(logger, self.report)
+
+
+def global_norm_of(params: list[Tensor]) -> Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def global_norm(pl_module: pl.LightningModule) -> Tensor:
+    return global_norm_of(list(pl_module.parameters()))
+
+
+def first_nonfinite_layer(layers: list[Layer]) -> str | None:
+    """The first layer, in depth order, whose weights or gradients are not finite."""
+    for tensors in ([lay.weight.weight for lay in layers],
+                    [lay.weight.weight.grad for lay in layers]):
+        for layer, t in zip(layers, tensors, strict=True):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                return layer.name
+    return None
+
+
+def publish(logger: Any, report: dict[str, Any]) -> None:
+    """The verdicts into the W&B run summary and the figures as W&B images."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    summary = logger.experiment.summary
+    for moment in ("init", "final"):
+        if moment in report:
+            summary[f"diagnosis/{moment}"] = ", ".join(report[moment]["verdicts"])
+            summary[f"diagnosis/{moment}_text"] = report[moment]["text"]
+            summary[f"grad/first_last_ratio_{moment}"] = report[moment]["first_last_ratio"]
+    for path in report.get("figures", []):
+        logger.log_image(key=f"figures/{Path(path).stem}", images=[path])

@@ -1,0 +1,263 @@
+"""Every statistic GradientFlow records, checked against a brute-force recomputation.
+
+A capture callback keeps each micro-batch and the weights before it; the test then replays every
+sampled optimizer step on a copy of the network with plain autograd and Python arithmetic, and
+compares with what the instrument wrote to ``layers.csv`` / ``steps.csv`` / ``histograms.npz``
+and logged through Lightning's CSV logger.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import gradprobe
+from gradprobe.instruments.stats import ACT_BINS, GRAD_BINS
+from gradprobe.nets import mlp
+
+MARGIN = 0.05
+
+
+class Classifier(pl.LightningModule):
+    """A LightningModule as a user would write it: any network, SGD with momentum."""
+
+    def __init__(self, net: nn.Module, lr: float = 0.1) -> None:
+        super().__init__()
+        self.net, self.lr = net, lr
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+
+
+class Capture(pl.Callback):
+    """Keeps every micro-batch with the step it belongs to and the weights before it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, dict, tuple]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        state = copy.deepcopy(pl_module.net.state_dict())
+        self.seen.append((trainer.global_step, state, batch))
+
+
+def gradprobe_net(activation: type[nn.Module]) -> nn.Module:
+    torch.manual_seed(0)
+    net = mlp(depth=3, width=6, dropout=0.0, activation=activation, norm=nn.Identity,
+              in_shape=(4,), out_features=3)
+    with torch.no_grad():
+        if activation is nn.Tanh:  # large weights and biases: some tanh units saturate
+            net.blocks[1].weight.weight.mul_(6.0)
+            net.blocks[1].weight.bias[:2] = 10.0
+        else:  # strongly negative biases: some ReLU units are dead
+            net.blocks[1].weight.bias[:3] = -20.0
+    return net
+
+
+def foreign_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def train(net: nn.Module, tmp_path: Path, accumulate: int, clip: float | None):
+    torch.manual_seed(1)
+    x, y = torch.randn(48, 4) * 2, torch.randint(0, 3, (48,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    flow = gradprobe.GradientFlow(every_n_steps=2, histogram_every_n_steps=4,
+                                  flush_every_n_samples=2, saturation_margin=MARGIN,
+                                  out_dir=tmp_path / "gradflow", figures=False)
+    capture = Capture()
+    module = Classifier(net)
+    trainer = pl.Trainer(max_steps=6, accumulate_grad_batches=accumulate,
+                         gradient_clip_val=clip, logger=CSVLogger(tmp_path, name="", version=""),
+                         callbacks=[flow, capture], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, deterministic=True)
+    trainer.fit(module, loader)
+    return flow, capture, module
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def norm(t: torch.Tensor) -> float:
+    return math.sqrt(sum(v * v for v in t.flatten().tolist()))
+
+
+def brute_force_step(net: nn.Module, layers, micro_batches, before: dict, after: dict,
+                     accumulate: int, clip: float | None) -> dict:
+    """Replay one optimizer step by hand: stats per layer name, plus step-level values."""
+    replay = copy.deepcopy(net)
+    replay.load_state_dict(before)
+    replay.zero_grad()
+    by_module = {id(m): i for i, m in enumerate(replay.modules())}
+    originals = list(net.modules())
+    idx = {lay.name: by_module[id(m)] for lay in layers
+           for m in [list(replay.modules())[originals.index(lay.weight)]]}
+    modules = list(replay.modules())
+    weight_of = {name: modules[i] for name, i in idx.items()}
+    recorded: dict[str, dict] = {}
+    for k, (x, y) in enumerate(micro_batches):
+        outs: dict[int, torch.Tensor] = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, j=j: outs.__setitem__(j, (i[0], o)))
+                 for j, m in enumerate(modules)]
+        loss = nn.functional.cross_entropy(replay(x), y) / accumulate
+        for h in hooks:
+            h.remove()
+        if k == 0:
+            recorded = {j: (inp, out) for j, (inp, out) in outs.items()}
+            for _, out in recorded.values():
+                if out.requires_grad:
+                    out.retain_grad()
+        loss.backward()
+    total = math.sqrt(sum(norm(p.grad) ** 2 for p in replay.parameters()))
+    clipped = total if clip is None or total <= clip else total * clip / (total + 1e-6)
+    stats = {"global_preclip": total, "global": clipped, "layers": {}}
+    for lay in layers:
+        w = weight_of[lay.name].weight
+        g = w.grad.detach().clone()
+        before_w = before[state_key(net, lay.weight) + ".weight"]
+        after_w = after[state_key(net, lay.weight) + ".weight"]
+        stats["layers"][lay.name] = {
+            "grad_norm": norm(g), "weight_norm": norm(before_w),
+            "grad_ratio": norm(g) / norm(before_w),
+            "grad_mean_abs": sum(abs(v) for v in g.flatten().tolist()) / g.numel(),
+            "update_ratio": norm(after_w - before_w) / norm(before_w),
+            "grad_log10": np.log10(np.abs(g.numpy())).flatten(),
+        }
+    return stats, recorded, modules, idx
+
+
+def state_key(net: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in net.named_modules() if m is module)
+
+
+def activation_expectations(out: torch.Tensor, bounded: bool) -> dict[str, float]:
+    values = out.detach().flatten().tolist()
+    units = out.detach().T.tolist()
+    exp = {"act_mean": statistics.fmean(values), "act_std": statistics.stdev(values),
+           "act_zero_frac": sum(v == 0 for v in values) / len(values),
+           "act_neg_frac": sum(v < 0 for v in values) / len(values),
+           "act_dead_frac": sum(all(v <= 0 for v in u) for u in units) / len(units)}
+    if bounded:
+        exp["act_saturated_frac"] = sum(
+            all(v + 1 < MARGIN or 1 - v < MARGIN for v in u) for u in units) / len(units)
+    return exp
+
+
+SCENARIOS = [
+    pytest.param("tanh", 1, None, id="tanh-saturating"),
+    pytest.param("relu", 2, 0.05, id="relu-dead-accumulate2-clipped"),
+    pytest.param("foreign", 3, None, id="plain-sequential-accumulate3"),
+]
+
+
+@pytest.mark.parametrize(("kind", "accumulate", "clip"), SCENARIOS)
+def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -> None:
+    net = {"tanh": lambda: gradprobe_net(nn.Tanh), "relu": lambda: gradprobe_net(nn.ReLU),
+           "foreign": foreign_net}[kind]()
+    initial = copy.deepcopy(net)
+    flow, capture, module = train(net, tmp_path, accumulate, clip)
+    layers = flow.layers
+    assert [lay.name for lay in layers][-1] == "output"
+    rows = read_csv(tmp_path / "gradflow" / "layers.csv")
+    step_rows = {int(r["step"]): r for r in read_csv(tmp_path / "gradflow" / "steps.csv")}
+    assert sorted(step_rows) == [0, 2, 4, 5]  # every 2nd step, and the last one (histograms)
+    logged = read_csv(tmp_path / "metrics.csv")
+    hist = np.load(tmp_path / "gradflow" / "histograms.npz")
+    assert hist["steps"].tolist() == [0, 4, 5]
+    n_checked = 0
+    for step in sorted(step_rows):
+        micro = [b for s, _, b in capture.seen if s == step]
+        assert len(micro) == accumulate
+        before = next(st for s, st, _ in capture.seen if s == step)
+        later = [st for s, st, _ in capture.seen if s == step + 1]
+        after = later[0] if later else module.net.state_dict()
+        expected, recorded, modules, idx = brute_force_step(
+            initial, [type(lay)(lay.name, _match(initial, net, lay.weight),
+                                _match(initial, net, lay.activation),
+                                _match(initial, net, lay.block)) for lay in layers],
+            micro, before, after, accumulate, clip)
+        srow = step_rows[step]
+        assert float(srow["grad_global_norm_preclip"]) == pytest.approx(
+            expected["global_preclip"], rel=1e-5)
+        assert float(srow["grad_global_norm"]) == pytest.approx(expected["global"], rel=1e-4)
+        hidden = [lay.name for lay in layers][:-1]
+        assert float(srow["grad_first_last_ratio"]) == pytest.approx(
+            expected["layers"][hidden[0]]["grad_norm"]
+            / expected["layers"][hidden[-1]]["grad_norm"], rel=1e-5)
+        log_row = next(r for r in logged if r["step"] == str(step) and r.get("grad/norm/output"))
+        for j, lay in enumerate(layers):
+            row = next(r for r in rows if r["step"] == str(step) and r["layer"] == lay.name)
+            assert int(row["depth"]) == j + 1
+            exp = expected["layers"][lay.name]
+            for stat in ("grad_norm", "weight_norm", "grad_ratio", "grad_mean_abs",
+                         "update_ratio"):
+                assert float(row[stat]) == pytest.approx(exp[stat], rel=1e-4), (step, lay, stat)
+            key = "grad/norm/" + lay.name
+            assert float(log_row[key]) == pytest.approx(exp["grad_norm"], rel=1e-5)
+            # the back-propagated gradient at the block output, first micro-batch, unscaled
+            _, h = recorded[idx_block(modules, initial, net, lay.block)]
+            assert float(row["backprop_norm"]) == pytest.approx(
+                norm(h.grad) * accumulate, rel=1e-4)
+            w_inp, w_out = recorded[idx[lay.name]]
+            if lay.activation is not None:
+                z, a = recorded[idx_block(modules, initial, net, lay.activation)]
+                exp_act = activation_expectations(a, bounded=kind == "tanh")
+                for stat, value in exp_act.items():
+                    assert float(row[stat]) == pytest.approx(value, rel=1e-4, abs=1e-7), stat
+                if kind != "tanh":
+                    assert row["act_saturated_frac"] == ""  # unbounded: not applicable
+                pre = z
+            else:
+                assert row["act_mean"] == "" and row["act_dead_frac"] == ""
+                pre = w_out
+            values = pre.detach().flatten().tolist()
+            assert float(row["pre_mean"]) == pytest.approx(statistics.fmean(values), rel=1e-4,
+                                                           abs=1e-7)
+            assert float(row["pre_std"]) == pytest.approx(statistics.stdev(values), rel=1e-4)
+            if step in hist["steps"].tolist():
+                k = hist["steps"].tolist().index(step)
+                logs = np.clip(exp["grad_log10"], GRAD_BINS.low, GRAD_BINS.high)
+                want, _ = np.histogram(logs, bins=hist["grad_edges"])
+                assert hist["grad_counts"][k, j].tolist() == want.tolist()
+                if lay.activation is not None:
+                    acts = np.clip(a.detach().numpy().flatten(), ACT_BINS.low, ACT_BINS.high)
+                    want, _ = np.histogram(acts, bins=hist["act_edges"])
+                    assert hist["act_counts"][k, j].tolist() == want.tolist()
+            n_checked += 1
+    assert n_checked == 4 * len(layers)
+    if kind == "tanh":
+        assert any(float(r["act_saturated_frac"] or 0) > 0 for r in rows)
+    if kind == "relu":
+        assert any(float(r["act_dead_frac"] or 0) > 0 for r in rows)
+
+
+def _match(initial: nn.Module, trained: nn.Module, module: nn.Module | None):
+    """The module of ``initial`` at the same position as ``module`` in ``trained``."""
+    if module is None:
+        return None
+    return list(initial.modules())[list(trained.modules()).index(module)]
+
+
+def idx_block(modules, initial, trained, module) -> int:
+    return list(trained.modules()).index(module)
