@@ -24,8 +24,9 @@ from omegaconf import DictConfig, open_dict  # noqa: E402
 from gradprobe.cli import CONF_DIR, choices_of, register_resolvers, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# Short runs: CSV logging only, no validation sanity pass, deterministic kernels.
-FAST = ["logger=csv", "trainer.max_epochs=1", "trainer.deterministic=true"]
+# Short runs: CSV logging only, deterministic kernels, no figures (tests that check figures ask).
+FAST = ["logger=csv", "trainer.max_epochs=1", "trainer.deterministic=true",
+        "monitor.figures=false"]
 
 
 def compose_config(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:

@@ -12,6 +12,7 @@ import copy
 import csv
 import math
 import statistics
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -103,52 +104,56 @@ def norm(t: torch.Tensor) -> float:
     return math.sqrt(sum(v * v for v in t.flatten().tolist()))
 
 
-def brute_force_step(net: nn.Module, layers, micro_batches, before: dict, after: dict,
-                     accumulate: int, clip: float | None) -> dict:
-    """Replay one optimizer step by hand: stats per layer name, plus step-level values."""
+def positions(net: nn.Module, layers) -> list[tuple[str, int, int | None, int]]:
+    """Each layer as (name, weight, activation, block) positions in ``net.modules()``, so the
+    same modules can be found in a copy of the network."""
+    modules = list(net.modules())
+    find = modules.index
+    return [(lay.name, find(lay.weight), None if lay.activation is None else find(lay.activation),
+             find(lay.block)) for lay in layers]
+
+
+def brute_force_step(net: nn.Module, layers: list, micro_batches: list, before: dict,
+                     after: dict, accumulate: int, clip: float | None) -> dict:
+    """Replay one optimizer step by hand on a copy of ``net`` with the weights ``before`` it."""
     replay = copy.deepcopy(net)
     replay.load_state_dict(before)
-    replay.zero_grad()
-    by_module = {id(m): i for i, m in enumerate(replay.modules())}
-    originals = list(net.modules())
-    idx = {lay.name: by_module[id(m)] for lay in layers
-           for m in [list(replay.modules())[originals.index(lay.weight)]]}
     modules = list(replay.modules())
-    weight_of = {name: modules[i] for name, i in idx.items()}
-    recorded: dict[str, dict] = {}
+    first: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for k, (x, y) in enumerate(micro_batches):
-        outs: dict[int, torch.Tensor] = {}
-        hooks = [m.register_forward_hook(lambda m, i, o, j=j: outs.__setitem__(j, (i[0], o)))
-                 for j, m in enumerate(modules)]
+        seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def keep(j, module, inputs, output, seen=seen):
+            seen[j] = (inputs[0], output)
+        hooks = [m.register_forward_hook(partial(keep, j)) for j, m in enumerate(modules)]
         loss = nn.functional.cross_entropy(replay(x), y) / accumulate
         for h in hooks:
             h.remove()
         if k == 0:
-            recorded = {j: (inp, out) for j, (inp, out) in outs.items()}
-            for _, out in recorded.values():
+            first = seen
+            for _, out in first.values():
                 if out.requires_grad:
                     out.retain_grad()
         loss.backward()
     total = math.sqrt(sum(norm(p.grad) ** 2 for p in replay.parameters()))
     clipped = total if clip is None or total <= clip else total * clip / (total + 1e-6)
-    stats = {"global_preclip": total, "global": clipped, "layers": {}}
-    for lay in layers:
-        w = weight_of[lay.name].weight
-        g = w.grad.detach().clone()
-        before_w = before[state_key(net, lay.weight) + ".weight"]
-        after_w = after[state_key(net, lay.weight) + ".weight"]
-        stats["layers"][lay.name] = {
-            "grad_norm": norm(g), "weight_norm": norm(before_w),
-            "grad_ratio": norm(g) / norm(before_w),
+    names = {m: n for n, m in replay.named_modules()}
+    expected = {"global_preclip": total, "global": clipped, "layers": {}}
+    for name, w_pos, act_pos, block_pos in layers:
+        weight = modules[w_pos]
+        g, w0 = weight.weight.grad, before[names[weight] + ".weight"]
+        w1 = after[names[weight] + ".weight"]
+        expected["layers"][name] = {
+            "grad_norm": norm(g), "weight_norm": norm(w0), "grad_ratio": norm(g) / norm(w0),
             "grad_mean_abs": sum(abs(v) for v in g.flatten().tolist()) / g.numel(),
-            "update_ratio": norm(after_w - before_w) / norm(before_w),
-            "grad_log10": np.log10(np.abs(g.numpy())).flatten(),
+            "update_ratio": norm(w1 - w0) / norm(w0),
+            "grad_values": g.flatten().numpy(),
+            # the back-propagated gradient at the block output, first micro-batch, unscaled
+            "backprop_norm": norm(first[block_pos][1].grad) * accumulate,
+            "pre": first[act_pos][0] if act_pos is not None else first[w_pos][1],
+            "out": first[act_pos][1] if act_pos is not None else None,
         }
-    return stats, recorded, modules, idx
-
-
-def state_key(net: nn.Module, module: nn.Module) -> str:
-    return next(name for name, m in net.named_modules() if m is module)
+    return expected
 
 
 def activation_expectations(out: torch.Tensor, bounded: bool) -> dict[str, float]:
@@ -179,6 +184,7 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -
     flow, capture, module = train(net, tmp_path, accumulate, clip)
     layers = flow.layers
     assert [lay.name for lay in layers][-1] == "output"
+    layer_positions = positions(net, layers)
     rows = read_csv(tmp_path / "gradflow" / "layers.csv")
     step_rows = {int(r["step"]): r for r in read_csv(tmp_path / "gradflow" / "steps.csv")}
     assert sorted(step_rows) == [0, 2, 4, 5]  # every 2nd step, and the last one (histograms)
@@ -192,11 +198,8 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -
         before = next(st for s, st, _ in capture.seen if s == step)
         later = [st for s, st, _ in capture.seen if s == step + 1]
         after = later[0] if later else module.net.state_dict()
-        expected, recorded, modules, idx = brute_force_step(
-            initial, [type(lay)(lay.name, _match(initial, net, lay.weight),
-                                _match(initial, net, lay.activation),
-                                _match(initial, net, lay.block)) for lay in layers],
-            micro, before, after, accumulate, clip)
+        expected = brute_force_step(initial, layer_positions, micro, before, after,
+                                    accumulate, clip)
         srow = step_rows[step]
         assert float(srow["grad_global_norm_preclip"]) == pytest.approx(
             expected["global_preclip"], rel=1e-5)
@@ -211,38 +214,32 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -
             assert int(row["depth"]) == j + 1
             exp = expected["layers"][lay.name]
             for stat in ("grad_norm", "weight_norm", "grad_ratio", "grad_mean_abs",
-                         "update_ratio"):
+                         "update_ratio", "backprop_norm"):
                 assert float(row[stat]) == pytest.approx(exp[stat], rel=1e-4), (step, lay, stat)
-            key = "grad/norm/" + lay.name
-            assert float(log_row[key]) == pytest.approx(exp["grad_norm"], rel=1e-5)
-            # the back-propagated gradient at the block output, first micro-batch, unscaled
-            _, h = recorded[idx_block(modules, initial, net, lay.block)]
-            assert float(row["backprop_norm"]) == pytest.approx(
-                norm(h.grad) * accumulate, rel=1e-4)
-            w_inp, w_out = recorded[idx[lay.name]]
-            if lay.activation is not None:
-                z, a = recorded[idx_block(modules, initial, net, lay.activation)]
-                exp_act = activation_expectations(a, bounded=kind == "tanh")
-                for stat, value in exp_act.items():
+            assert float(log_row["grad/norm/" + lay.name]) == pytest.approx(exp["grad_norm"],
+                                                                             rel=1e-5)
+            if exp["out"] is not None:
+                for stat, value in activation_expectations(exp["out"], kind == "tanh").items():
                     assert float(row[stat]) == pytest.approx(value, rel=1e-4, abs=1e-7), stat
                 if kind != "tanh":
                     assert row["act_saturated_frac"] == ""  # unbounded: not applicable
-                pre = z
             else:
                 assert row["act_mean"] == "" and row["act_dead_frac"] == ""
-                pre = w_out
-            values = pre.detach().flatten().tolist()
+            values = exp["pre"].detach().flatten().tolist()
             assert float(row["pre_mean"]) == pytest.approx(statistics.fmean(values), rel=1e-4,
                                                            abs=1e-7)
             assert float(row["pre_std"]) == pytest.approx(statistics.stdev(values), rel=1e-4)
             if step in hist["steps"].tolist():
                 k = hist["steps"].tolist().index(step)
-                logs = np.clip(exp["grad_log10"], GRAD_BINS.low, GRAD_BINS.high)
-                want, _ = np.histogram(logs, bins=hist["grad_edges"])
+                with np.errstate(divide="ignore"):  # exact zeros: log10 -> -inf, first bin
+                    logs = np.log10(np.abs(exp["grad_values"]))
+                want, _ = np.histogram(np.clip(logs, GRAD_BINS.low, GRAD_BINS.high),
+                                       bins=hist["grad_edges"])
                 assert hist["grad_counts"][k, j].tolist() == want.tolist()
-                if lay.activation is not None:
-                    acts = np.clip(a.detach().numpy().flatten(), ACT_BINS.low, ACT_BINS.high)
-                    want, _ = np.histogram(acts, bins=hist["act_edges"])
+                if exp["out"] is not None:
+                    acts = exp["out"].detach().numpy().flatten()
+                    want, _ = np.histogram(np.clip(acts, ACT_BINS.low, ACT_BINS.high),
+                                           bins=hist["act_edges"])
                     assert hist["act_counts"][k, j].tolist() == want.tolist()
             n_checked += 1
     assert n_checked == 4 * len(layers)
@@ -250,14 +247,3 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -
         assert any(float(r["act_saturated_frac"] or 0) > 0 for r in rows)
     if kind == "relu":
         assert any(float(r["act_dead_frac"] or 0) > 0 for r in rows)
-
-
-def _match(initial: nn.Module, trained: nn.Module, module: nn.Module | None):
-    """The module of ``initial`` at the same position as ``module`` in ``trained``."""
-    if module is None:
-        return None
-    return list(initial.modules())[list(trained.modules()).index(module)]
-
-
-def idx_block(modules, initial, trained, module) -> int:
-    return list(trained.modules()).index(module)

@@ -134,7 +134,7 @@ def test_finished_run_dir_is_never_overwritten(run) -> None:
 
 def test_wandb_offline_run_holds_metrics_and_choices(run) -> None:
     summary = run("data=digits", "activation=tanh", "model.depth=3", "logger=[csv,wandb]",
-                  "trainer.log_every_n_steps=1", *SHORT)
+                  "trainer.log_every_n_steps=1", "monitor.figures=true", *SHORT)
     run_dirs = list((Path(summary["run_dir"]) / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1
     out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dirs[0])],
@@ -147,6 +147,22 @@ def test_wandb_offline_run_holds_metrics_and_choices(run) -> None:
     for key in ("train/loss_step", "val/loss", "val/acc", "test/acc"):
         assert key in logged
     assert record["summary"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"])
+    # the instruments' metrics, verdicts and figures reach the W&B run too
+    assert "grad/norm/layer_01" in logged and "act/dead_frac/layer_02" in logged
+    assert record["summary"]["diagnosis/final"] == ", ".join(
+        summary["diagnosis"]["final"]["verdicts"])
+    assert "figures/heatmap" in logged
+
+
+def test_tensorboard_gets_metrics_and_histograms(run) -> None:
+    summary = run("data=digits", "logger=tensorboard", "monitor.histogram_every_n_steps=10",
+                  *SHORT)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events_dir = Path(summary["run_dir"]) / "tensorboard"
+    acc = EventAccumulator(str(events_dir), size_guidance={"histograms": 0}).Reload()
+    assert "grad/norm/layer_01" in acc.Tags()["scalars"]
+    assert "grad_hist/log10_abs/layer_01" in acc.Tags()["histograms"]
 
 
 def test_resume_continues_to_the_same_numbers(tmp_path) -> None:

@@ -13,9 +13,9 @@ handled) one row is sampled:
 Step 0 is always sampled: it is the *init probe*, measured on the first batch before any update.
 Rows stay on the device and are flushed (one host copy) every ``flush_every_n_samples`` samples,
 right after the init probe, and at the end of training. A non-finite loss or gradient is
-flagged on the device every step; the flag is read at each sampled step (the only host sync in
-between flushes) and the run stops with status ``diverged`` and the step and first layer where
-it appeared.
+kept (a reference, no device work) every step and checked at each sampled step in one host copy
+(the only sync between flushes); the run then stops with status ``diverged`` and the step and
+first layer where it appeared.
 """
 
 from __future__ import annotations
@@ -95,13 +95,11 @@ class GradientFlow(Callback):
         self.numel = torch.tensor([float(w.numel()) for w in self.weights])
         out_dir = Path(self.out_dir or Path(trainer.default_root_dir) / "gradflow")
         self.recorder = Recorder(out_dir, self.names)
-        self._first_bad = None
         self._last_step = -1
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        device = pl_module.device
-        self.numel = self.numel.to(device)
-        self._first_bad = torch.tensor(-1, device=device)
+        self.numel = self.numel.to(pl_module.device)
+        self._watched: list[tuple[int, Tensor]] = []
         total = trainer.estimated_stepping_batches
         self._last_step = int(total) - 1 if math.isfinite(total) else -1
         for optimizer in trainer.optimizers:
@@ -112,6 +110,7 @@ class GradientFlow(Callback):
             hook.remove()
         self._opt_hooks = []
         self._remove_hooks()
+        self._check_divergence(trainer)
         self._flush(trainer)
         self._finish(trainer)
 
@@ -161,7 +160,7 @@ class GradientFlow(Callback):
         last_hidden = max(len(self.layers) - 2, 0)
         row.steps[_S["grad_first_last_ratio"]] = norms[0] / norms[last_hidden]
         row.steps[_S["grad_global_norm_preclip"]] = global_norm(pl_module)
-        self._flag_nonfinite(row.steps[_S["grad_global_norm_preclip"]], row.step)
+        self._watch_finite(row.steps[_S["grad_global_norm_preclip"]], row.step)
         if self._histogram_step(row.step):
             row.grad_hist = torch.stack([GRAD_BINS.counts(log10_abs(g)) for g in grads])
         # Clipping (next, inside Lightning) changes gradients, not weights: the snapshot for the
@@ -223,24 +222,37 @@ class GradientFlow(Callback):
 
     # ------------------------------------------------------------------ guard and flushing
 
-    def _flag_nonfinite(self, value: Tensor, step: int) -> None:
-        """Remember, on the device, the first step whose loss or gradient was not finite."""
-        if self._first_bad is not None:
-            bad = ~torch.isfinite(value.detach()) & (self._first_bad < 0)
-            self._first_bad = torch.where(bad, step, self._first_bad)
+    def _watch_finite(self, value: Tensor, step: int) -> None:
+        """Keep a loss or gradient norm to check later: a list append, no device work."""
+        self._watched.append((step, value.detach()))
+
+    def _first_nonfinite_step(self) -> int | None:
+        """Check everything watched since the last check in one host copy."""
+        if not self._watched:
+            return None
+        steps, values = zip(*self._watched, strict=True)
+        self._watched = []
+        finite = torch.isfinite(torch.stack([v.float() for v in values])).tolist()
+        return next((s for s, ok in zip(steps, finite, strict=True) if not ok), None)
+
+    def _check_divergence(self, trainer: pl.Trainer) -> None:
+        bad_step = self._first_nonfinite_step()
+        if bad_step is not None and self.diverged is None:
+            self.diverged = {"step": bad_step, "layer": first_nonfinite_layer(self.layers)}
+            trainer.should_stop = True
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor):
-            self._flag_nonfinite(loss, self._batch_step)
+            self._watch_finite(loss, self._batch_step)
         row = self._row
         if row is not None and trainer.global_step > row.step:  # its optimizer step is done
             self.recorder.pending.append(row)
             self._row = None
-            # One host sync per sampled step: the non-finite flag (rows wait for the flush).
+            self._check_divergence(trainer)  # the one host sync between flushes
             if (row.step == 0 or len(self.recorder.pending) >= self.flush_every
-                    or int(self._first_bad) >= 0):
+                    or self.diverged):
                 self._flush(trainer)
 
     def _flush(self, trainer: pl.Trainer) -> None:
@@ -250,10 +262,6 @@ class GradientFlow(Callback):
                                                      self.context)
             if trainer.is_global_zero:
                 log.info("init probe: %s", self.report["init"]["text"])
-        first_bad = int(self._first_bad) if self._first_bad is not None else -1
-        if first_bad >= 0 and self.diverged is None:
-            self.diverged = {"step": first_bad, "layer": first_nonfinite_layer(self.layers)}
-            trainer.should_stop = True
 
     def _finish(self, trainer: pl.Trainer) -> None:
         history = self.recorder.history
