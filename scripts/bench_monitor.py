@@ -7,6 +7,8 @@ Variants (each run ``--rounds`` times, interleaved, the median of the per-run me
   wandb_watch  the framework, monitor=off, plus ``wandb.watch(model, log="all", log_freq=10)``
                with an offline W&B logger -- the usual alternative.
 The mean (not the median) step time is used on purpose: monitoring costs on sampled steps only.
+Run-to-run noise on a small shared machine can exceed the effect measured, so the default
+monitor's overhead is also measured inside each of its runs (``in_run_overhead``).
 
     python scripts/bench_monitor.py                 # default MLP (8 x 256) on MNIST-1D, CPU
     python scripts/bench_monitor.py --device cuda --steps 1000 --out bench.json
@@ -38,7 +40,9 @@ class StepTimer(pl.Callback):
     """Wall time between consecutive training-batch starts, after a warm-up."""
 
     def __init__(self, warmup: int, device: torch.device) -> None:
-        self.warmup, self.device, self.times, self.last = warmup, device, [], None
+        self.warmup, self.device, self.last = warmup, device, None
+        self.times: list[float] = []
+        self.steps: list[int] = []  # the step each time belongs to
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.device.type == "cuda":
@@ -46,7 +50,18 @@ class StepTimer(pl.Callback):
         now = time.perf_counter()
         if self.last is not None and trainer.global_step > self.warmup:
             self.times.append(now - self.last)
+            self.steps.append(trainer.global_step - 1)
         self.last = now
+
+
+def in_run_overhead(timer: StepTimer, every: int) -> float:
+    """Monitoring's share of a step, measured inside one run: the extra mean time of sampled
+    steps (flushes included) over unsampled ones, spread over ``every`` steps. Immune to the
+    run-to-run noise of a small shared machine."""
+    sampled = [t for s, t in zip(timer.steps, timer.times, strict=True) if s % every == 0]
+    plain = [t for s, t in zip(timer.steps, timer.times, strict=True) if s % every != 0]
+    base = statistics.fmean(plain)
+    return (statistics.fmean(sampled) - base) / every / base
 
 
 def compose(overrides: list[str]):
@@ -109,7 +124,11 @@ def framework(splits, cfg, choices, variant: str, steps: int, warmup: int,
     trainer.fit(module, datamodule=datamodule)
     if variant == "wandb_watch":
         logger.experiment.finish()
+    IN_RUN.setdefault(variant, []).append(in_run_overhead(timer, cfg.monitor.every_n_steps))
     return statistics.fmean(timer.times)
+
+
+IN_RUN: dict[str, list[float]] = {}  # per framework variant; "off" is the estimator's control
 
 
 def main() -> None:
@@ -147,11 +166,14 @@ def main() -> None:
             "steps": args.steps, "rounds": args.rounds, "overrides": args.overrides,
             "model": f"{cfg.model._target_.rsplit('.', 1)[-1]} depth {cfg.model.depth} "
                      f"width {cfg.model.width}", "batch_size": cfg.data.batch_size}
+    info["in_run_overhead"] = {v: round(statistics.median(o), 4) for v, o in IN_RUN.items()}
     print(json.dumps(info))
-    print(f"{'variant':<12} {'ms/step':>9} {'x plain':>8} {'x off':>7}")
+    print("| variant | ms/step | x plain | x off |\n|---|---|---|---|")
     for v in variants:
         row = table[v]
-        print(f"{v:<12} {row['ms_per_step']:>9.3f} {row['vs_plain']:>8.3f} {row['vs_off']:>7.3f}")
+        print(f"| {v} | {row['ms_per_step']:.3f} | {row['vs_plain']:.3f} | {row['vs_off']:.3f} |")
+    print("in-run overhead (steps divisible by every_n_steps vs the others, same run): "
+          + ", ".join(f"{v} {100 * o:.1f} %" for v, o in info["in_run_overhead"].items()))
     if args.out:
         args.out.write_text(json.dumps({"info": info, "results": table}, indent=2) + "\n")
 

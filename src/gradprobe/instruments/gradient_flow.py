@@ -150,22 +150,31 @@ class GradientFlow(Callback):
         row = self._row
         if row is None or row.step != trainer.global_step:
             return
+        # One fused norm over every gradient gives the global norm and, by index, the layers'.
+        params = [p for p in pl_module.parameters() if p.grad is not None]
+        all_norms = torch.stack(torch._foreach_norm([p.grad for p in params]))
+        position = {id(p): i for i, p in enumerate(params)}
         grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights]
-        norms = torch.stack(torch._foreach_norm(grads))
-        weight_norms = torch.stack(torch._foreach_norm(self.weights))
+        norms = torch.stack([all_norms[position[id(w)]] if id(w) in position
+                             else all_norms.new_zeros(()) for w in self.weights])
+        self._weight_norms = torch.stack(torch._foreach_norm(self.weights))
         row.layers[_L["grad_norm"]] = norms
-        row.layers[_L["weight_norm"]] = weight_norms
-        row.layers[_L["grad_ratio"]] = norms / weight_norms
+        row.layers[_L["weight_norm"]] = self._weight_norms
+        row.layers[_L["grad_ratio"]] = norms / self._weight_norms
         row.layers[_L["grad_mean_abs"]] = torch.stack(torch._foreach_norm(grads, 1)) / self.numel
         last_hidden = max(len(self.layers) - 2, 0)
         row.steps[_S["grad_first_last_ratio"]] = norms[0] / norms[last_hidden]
-        row.steps[_S["grad_global_norm_preclip"]] = global_norm(pl_module)
-        self._watch_finite(row.steps[_S["grad_global_norm_preclip"]], row.step)
+        global_norm = torch.linalg.vector_norm(all_norms)
+        row.steps[_S["grad_global_norm_preclip"]] = global_norm
+        if not trainer.gradient_clip_val:  # nothing will clip: the norm after is the same
+            row.steps[_S["grad_global_norm"]] = global_norm
+        self._watch_finite(global_norm, row.step)
         if self._histogram_step(row.step):
-            row.grad_hist = torch.stack([GRAD_BINS.counts(log10_abs(g)) for g in grads])
+            row.grad_hist = GRAD_BINS.counts_per_tensor([log10_abs(g) for g in grads])
         # Clipping (next, inside Lightning) changes gradients, not weights: the snapshot for the
         # update ratio can be taken now.
         self._weights_before = torch._foreach_mul(self.weights, 1.0)
+        self._clipping = bool(trainer.gradient_clip_val)
 
     @torch.no_grad()
     def _after_update(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
@@ -176,10 +185,11 @@ class GradientFlow(Callback):
         if before is None:
             return
         self._weights_before = None
-        self._row.steps[_S["grad_global_norm"]] = global_norm_of(
-            [p for group in optimizer.param_groups for p in group["params"]])
+        if self._clipping:
+            self._row.steps[_S["grad_global_norm"]] = global_norm_of(
+                [p for group in optimizer.param_groups for p in group["params"]])
         change = torch.stack(torch._foreach_norm(torch._foreach_sub(self.weights, before)))
-        self._row.layers[_L["update_ratio"]] = change / torch.stack(torch._foreach_norm(before))
+        self._row.layers[_L["update_ratio"]] = change / self._weight_norms
 
     # ------------------------------------------------------------------ activations, dL/dh
 
@@ -284,10 +294,6 @@ class GradientFlow(Callback):
 def global_norm_of(params: list[Tensor]) -> Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-def global_norm(pl_module: pl.LightningModule) -> Tensor:
-    return global_norm_of(list(pl_module.parameters()))
 
 
 def first_nonfinite_layer(layers: list[Layer]) -> str | None:

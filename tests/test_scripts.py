@@ -1,0 +1,22 @@
+"""The scripts still run (tiny sizes; their numbers are not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import DATA_DIR, REPO
+
+
+def test_bench_monitor_runs_and_writes_its_table(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "scripts/bench_monitor.py", "--steps", "40", "--warmup", "5",
+                    "--rounds", "1", "--out", str(out), "data=digits", "model.depth=2"],
+                   cwd=REPO, check=True, capture_output=True, timeout=600,
+                   env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
+    table = json.loads(out.read_text())
+    assert set(table["results"]) == {"plain", "off", "default", "wandb_watch"}
+    assert table["results"]["plain"]["vs_plain"] == 1.0
+    assert set(table["info"]["in_run_overhead"]) == {"off", "default", "wandb_watch"}
