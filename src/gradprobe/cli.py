@@ -14,9 +14,10 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gradprobe.record import RunDirError, config_to_resume, is_rank_zero
+from gradprobe.record import RunDirError, config_to_resume, is_rank_zero, record_failure
 from gradprobe.schema import ConfigError, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -39,8 +40,8 @@ def choices_of(hydra_cfg: Any) -> dict[str, str]:
             if not group.startswith("hydra") and choice is not None}
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
-          overrides: list[str]) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
+          group: str | None = None) -> dict[str, Any]:
     """Validate and run one composed config (or continue ``cfg.resume``); returns its summary.
     The CLI calls this with Hydra's runtime values; tests call it with a composed config."""
     if cfg.get("resume"):
@@ -50,18 +51,33 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
     validate(cfg)
     from gradprobe.run import execute  # heavy imports (torch, Lightning) only after validation
 
-    return execute(cfg, Path(run_dir), choices, overrides, interactive=interactive())
+    return execute(cfg, Path(run_dir), choices, overrides, interactive=interactive(),
+                   group=group)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    """One job. In a sweep a failing job is recorded (status, error, traceback in its log) and
+    the sweep goes on; ``gradprobe.sweep.SweepSummary`` reports the failures at the end."""
     hydra_cfg = HydraConfig.get()
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir, choices = Path(hydra_cfg.runtime.output_dir), choices_of(hydra_cfg)
+    overrides = list(hydra_cfg.overrides.task)
     try:
-        summary = train(cfg, Path(hydra_cfg.runtime.output_dir), choices_of(hydra_cfg),
-                        list(hydra_cfg.overrides.task))
+        summary = train(cfg, run_dir, choices, overrides,
+                        group=str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None)
     except (ConfigError, RunDirError) as err:
-        print(err, file=sys.stderr)
-        sys.exit(2)
+        if not sweeping:
+            print(err, file=sys.stderr)
+            sys.exit(2)
+        log.error("%s", err)
+        record_failure(cfg, run_dir, choices, overrides, str(err))
+        return None
+    except Exception:
+        if not sweeping:
+            raise
+        log.exception("job failed (recorded in its summary.json); the sweep goes on")
+        return None
     if not is_rank_zero():
         return None
     shown = {k: round(v, 4) for k, v in summary["metrics"].items() if k.startswith("test/")}

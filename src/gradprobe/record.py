@@ -90,6 +90,14 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
     return info
 
 
+def record_failure(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
+                   overrides: list[str], error: str) -> None:
+    """A job that could not even start (a bad config value in a sweep) still leaves a record."""
+    if read_summary(run_dir) is None:
+        finish(run_dir, start(cfg, run_dir, choices, overrides, resumed=False)
+               | {"status": "failed", "error": error})
+
+
 def finish(run_dir: Path, summary: dict[str, Any]) -> None:
     if is_rank_zero():
         write_json(Path(run_dir) / SUMMARY, summary)

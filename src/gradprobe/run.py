@@ -74,15 +74,17 @@ def load_module(checkpoint: str | Path) -> GradprobeModule:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
-                  overrides: list[str]) -> list:
-    """One Lightning logger per entry of the ``logger`` group, all writing into the run dir."""
+                  overrides: list[str], group: str | None = None) -> list:
+    """One Lightning logger per entry of the ``logger`` group, all writing into the run dir.
+    A sweep's W&B runs share its directory as their group and are named by their overrides."""
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         extra: dict[str, Any] = {"save_dir": str(run_dir)}
         if name == "wandb":
             extra |= {"name": cfg.run_name or record.name_from(overrides),
+                      "group": logger_cfg.get("group") or group,
                       "config": record.flat_config(cfg, choices),
-                      "tags": [f"{group}:{option}" for group, option in choices.items()]}
+                      "tags": [f"{name}:{option}" for name, option in choices.items()]}
         loggers.append(instantiate(logger_cfg, _partial_=True)(**extra))
     return loggers
 
@@ -114,14 +116,15 @@ def build_callbacks(run_dir: Path, interactive: bool,
     return [checkpoints, *([monitor] if monitor else []), *extras]
 
 
-def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
-            overrides: list[str], interactive: bool = False) -> dict[str, Any]:
+def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
+            interactive: bool = False, group: str | None = None) -> dict[str, Any]:
     """Train and test one configuration; returns (and writes) its summary."""
     started = time.time()
     resume_from = record.checkpoint_to_resume(run_dir) if cfg.get("resume") else None
     info = record.start(cfg, run_dir, choices, overrides, resumed=resume_from is not None)
     try:
-        summary = info | fit_and_test(cfg, run_dir, overrides, choices, resume_from, interactive)
+        summary = info | fit_and_test(cfg, run_dir, overrides, choices, resume_from, interactive,
+                                      group)
     except BaseException as err:  # Ctrl-C reaches here as SystemExit from Lightning
         status = "failed" if isinstance(err, Exception) else "interrupted"
         record.finish(run_dir, info | {"status": status, "error": f"{type(err).__name__}: {err}",
@@ -133,14 +136,15 @@ def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: dict[str, str],
-                 resume_from: str | None, interactive: bool) -> dict[str, Any]:
+                 resume_from: str | None, interactive: bool,
+                 group: str | None = None) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     splits: Splits = instantiate(cfg.data.source)
     datamodule = InMemoryDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
                                     cfg.seed)
     module = build_module(cfg, splits.input_shape, splits.num_outputs)
-    loggers = build_loggers(cfg, run_dir, choices, overrides)
+    loggers = build_loggers(cfg, run_dir, choices, overrides, group)
     monitor = build_monitor(cfg, choices, run_dir)
     callbacks = build_callbacks(run_dir, interactive, monitor)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),

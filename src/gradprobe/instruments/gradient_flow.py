@@ -114,6 +114,12 @@ class GradientFlow(Callback):
         self._flush(trainer)
         self._finish(trainer)
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        """A crashed or interrupted run keeps the rows it had measured."""
+        self._remove_hooks()
+        self._flush(trainer)
+
     # ------------------------------------------------------------------ the sampling schedule
 
     def _sampled(self, step: int) -> bool:
