@@ -20,7 +20,7 @@ GROUP_OPTIONS = sorted(
 def test_every_group_has_options() -> None:
     groups = {g for g, _ in GROUP_OPTIONS}
     assert groups == {"data", "model", "activation", "norm", "init", "optimizer", "scheduler",
-                      "accelerator", "logger", "experiment", "monitor"}
+                      "accelerator", "logger", "experiment", "monitor", "hparams_search"}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import DATA_DIR, REPO
+from gradprobe.sweep import gpu_for_job, threads_per_job
 
 
 def sweep(tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -30,6 +31,8 @@ def test_diverging_and_crashing_jobs_do_not_stop_the_sweep(tmp_path) -> None:
     failed = json.loads((tmp_path / "1" / "summary.json").read_text())
     assert "Unsupported nonlinearity badname" in failed["error"]
     assert "Traceback" in (tmp_path / "1" / "train.log").read_text()
+    completed = json.loads((tmp_path / "0" / "summary.json").read_text())
+    assert completed["threads"] == max(1, (os.cpu_count() or 1) // 2)  # 2 jobs share the cores
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("sweep: 2 of 4 jobs failed; logs: ")
@@ -48,3 +51,50 @@ def test_a_bad_value_fails_its_job_only(tmp_path) -> None:
     assert summary["status"] == "failed" and "model.depth=0 is not allowed" in summary["error"]
     assert json.loads((tmp_path / "0" / "summary.json").read_text())["status"] == "completed"
     assert out.returncode == 1
+
+
+def test_resuming_a_sweep_reruns_only_unfinished_jobs(tmp_path) -> None:
+    args = ("optimizer=sgd", "optimizer.lr=0.01,1e6")
+    assert sweep(tmp_path, *args).returncode == 0
+    diverged_record = (tmp_path / "1" / "summary.json").read_text()
+    killed = json.loads((tmp_path / "0" / "summary.json").read_text())
+    (tmp_path / "0" / "summary.json").write_text(json.dumps(killed | {"status": "running"}))
+
+    out = sweep(tmp_path, *args, f"sweep.resume={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "1" / "summary.json").read_text() == diverged_record  # skipped
+    rerun = json.loads((tmp_path / "0" / "summary.json").read_text())
+    assert rerun["status"] == "completed" and rerun["started_at"] >= killed["started_at"]
+    attempts = list((tmp_path / "0" / "previous_attempts").iterdir())
+    assert len(attempts) == 1 and (attempts[0] / "summary.json").exists()
+    assert "already diverged, skipped" in out.stdout + out.stderr
+
+
+def test_threads_and_gpus_per_job() -> None:
+    assert threads_per_job({"n_jobs": 2}, cpus=8) == 4
+    assert threads_per_job({"n_jobs": -1}, cpus=8) == 1  # joblib: -1 means one job per core
+    assert threads_per_job({"n_jobs": -2}, cpus=8) == 1  # 7 jobs on 8 cores
+    assert threads_per_job({"n_jobs": 16}, cpus=8) == 1
+    assert threads_per_job({"cpus_per_task": 3}) == 3  # submitit
+    assert threads_per_job({}) is None and threads_per_job(None) is None  # basic launcher
+    assert [gpu_for_job(k, 4) for k in range(6)] == [[0], [1], [2], [3], [0], [1]]
+
+
+def test_submitit_local_runs_a_sweep(tmp_path) -> None:
+    out = sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                "activation=relu,tanh")
+    assert out.returncode == 0, out.stderr[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((tmp_path / job / "summary.json").read_text())["status"] == "completed"
+
+
+def test_optuna_search_returns_its_best_value(tmp_path) -> None:
+    out = sweep(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=4")
+    assert out.returncode == 0, out.stderr[-3000:]
+    import yaml
+
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    losses = [json.loads((tmp_path / str(i) / "summary.json").read_text())["metrics"]["val/loss"]
+              for i in range(4)]
+    assert best["best_value"] == min(losses)
+    assert set(best["best_params"]) == {"optimizer.lr", "init.weight.gain"}

@@ -122,7 +122,8 @@ def flat_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
 
 def name_from(overrides: list[str]) -> str:
     """A run name from its command-line overrides (``activation=tanh,model.depth=50``)."""
-    return ",".join(o for o in overrides if not o.startswith(("hydra", "resume"))) or "default"
+    return ",".join(o for o in overrides
+                    if not o.startswith(("hydra", "resume", "sweep."))) or "default"
 
 
 def number(value: Any) -> float | None:

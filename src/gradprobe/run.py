@@ -25,6 +25,7 @@ from gradprobe.init import initialize
 from gradprobe.instruments import GradientFlow
 from gradprobe.module import GradprobeModule
 from gradprobe.nets import DepthNet
+from gradprobe.sweep import gpu_for_job
 
 # The run dir holds more than the CSV logger's files, which is intended; and a Lightning-internal
 # deprecation notice that users cannot act on.
@@ -116,12 +117,26 @@ def build_callbacks(run_dir: Path, interactive: bool,
     return [checkpoints, *([monitor] if monitor else []), *extras]
 
 
+def place_job(cfg: DictConfig, job: dict[str, Any]) -> None:
+    """A sweep job's share of the machine: its torch threads, and its GPU among several."""
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+    gpus = torch.cuda.device_count()
+    spread = job.get("number") is not None and cfg.get("sweep", {}).get("spread_gpus")
+    if spread and cfg.trainer.accelerator in ("gpu", "cuda") and gpus > 1:
+        cfg.trainer.devices = gpu_for_job(job["number"], gpus)
+
+
 def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
-            interactive: bool = False, group: str | None = None) -> dict[str, Any]:
-    """Train and test one configuration; returns (and writes) its summary."""
+            interactive: bool = False, group: str | None = None,
+            job: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and test one configuration; returns (and writes) its summary. ``job`` carries a
+    sweep job's number (for its GPU) and torch thread count."""
+    place_job(cfg, job or {})
     started = time.time()
     resume_from = record.checkpoint_to_resume(run_dir) if cfg.get("resume") else None
     info = record.start(cfg, run_dir, choices, overrides, resumed=resume_from is not None)
+    info["threads"] = torch.get_num_threads()
     try:
         summary = info | fit_and_test(cfg, run_dir, overrides, choices, resume_from, interactive,
                                       group)

@@ -64,6 +64,7 @@ PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-tr
 
 RULES: tuple[Rule, ...] = (
     Rule("seed", "an integer >= 0", integer(0)),
+    Rule("threads", "null or an integer >= 1", optional(integer(1))),
     Rule("task", "'classification' or 'regression'", one_of("classification", "regression")),
     Rule("model.depth", "an integer >= 1", integer(1)),
     Rule("model.width", "an integer >= 1", integer(1)),

@@ -9,7 +9,10 @@ logs are, and the command exits 1 -- after every other job has run.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,48 @@ def job_statuses(sweep_dir: Path) -> dict[Path, str]:
         status = summary["status"] if summary else "no record"
         statuses[job_dir] = "killed" if status == "running" else status
     return statuses
+
+
+def threads_per_job(launcher: Any, cpus: int | None = None) -> int | None:
+    """Torch threads for one job so parallel jobs do not oversubscribe the cores: the cores
+    divided among joblib's ``n_jobs`` (negative counts back from all cores, as joblib does), or
+    submitit's ``cpus_per_task``; ``None`` (torch's default) for sequential launchers."""
+    cpus = cpus or os.cpu_count() or 1
+    n_jobs = launcher.get("n_jobs") if launcher is not None else None
+    if n_jobs:
+        parallel = n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)
+        return max(1, cpus // min(parallel, cpus))
+    return launcher.get("cpus_per_task") if launcher is not None else None
+
+
+def gpu_for_job(job_number: int, gpus: int) -> list[int]:
+    """Round-robin: job k of a sweep trains on GPU k mod N (several jobs share a GPU when there
+    are more parallel jobs than GPUs; small models leave most of a GPU idle anyway)."""
+    return [job_number % gpus]
+
+
+def strip_sweep_keys(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not o.lstrip("+~").startswith("sweep.")]
+
+
+def previous_result(job_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """For ``sweep.resume``: the record of this job if it already finished (completed or
+    diverged), so it is skipped; ``None`` if it must run. A failed, killed or interrupted
+    attempt is moved aside into ``previous_attempts/<time>/`` first, never deleted."""
+    summary = read_summary(job_dir)
+    if summary is None:
+        return None
+    if strip_sweep_keys(summary.get("overrides", [])) != strip_sweep_keys(overrides):
+        raise ValueError(f"{job_dir} ran {summary.get('overrides')}, not {overrides}: resume "
+                         "a sweep with the command that started it")
+    if summary["status"] in OK:
+        return summary
+    attempt = job_dir / "previous_attempts" / time.strftime("%Y%m%d-%H%M%S")
+    attempt.mkdir(parents=True)
+    for path in job_dir.iterdir():
+        if path.name not in (".hydra", "previous_attempts", "train.log"):
+            shutil.move(str(path), attempt / path.name)
+    return None
 
 
 class SweepSummary(Callback):
