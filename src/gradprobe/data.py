@@ -166,7 +166,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     """Serves a :class:`Splits` from the training device.
 
     Training order is ``DistributedSampler``'s: a permutation seeded by ``seed + epoch``, so a run
-    resumed from a checkpoint sees the same batches as an uninterrupted one.
+    resumed from a checkpoint sees the same batches as an uninterrupted one; under DDP each rank
+    takes its own shard of it.
     """
 
     def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int) -> None:
@@ -185,7 +186,11 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self.sets["train"]
-        sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+        # Lightning leaves a DistributedSampler alone, so it must shard by the real world size.
+        replicas, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer \
+            else (1, 0)
+        sampler = DistributedSampler(data, num_replicas=replicas, rank=rank, shuffle=True,
+                                     seed=self.seed)
         return DataLoader(data, batch_size=min(self.batch_size, len(data)), sampler=sampler,
                           drop_last=True, collate_fn=_as_batch)
 

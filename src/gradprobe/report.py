@@ -188,7 +188,10 @@ def _lookup(config: dict[str, Any], dotted: str) -> str | None:
 
 
 def parse_overrides(overrides: Any) -> dict[str, str]:
-    """``["+model.depth=20", "seed=1"]`` -> ``{"model.depth": "20", "seed": "1"}``, hydra.* left out."""
+    """``["+model.depth=20", "seed=1"]`` -> ``{"model.depth": "20", "seed": "1"}``.
+
+    Leading ``+``/``~`` are dropped, and so are ``hydra.*`` keys: they do not change the run.
+    """
     parsed: dict[str, str] = {}
     for item in overrides if isinstance(overrides, list) else []:
         if not isinstance(item, str) or "=" not in item:
@@ -338,10 +341,41 @@ def primary_metric(metric_columns: list[str]) -> str | None:
 
 
 def config_label(row: Row, columns: list[str], short: bool = False) -> str:
-    """``activation=relu, model.depth=3`` (``depth=3`` when short), or "all runs"."""
-    parts = [f"{c.rsplit('.', 1)[-1] if short else c}={_text(row.get(c)) or '?'}"
-             for c in columns]
-    return ", ".join(parts) or "all runs"
+    """``activation=relu, model.depth=3`` (``depth=3`` when short); unset keys are left out."""
+    parts = [f"{c.rsplit('.', 1)[-1] if short else c}={_text(row.get(c))}"
+             for c in columns if _text(row.get(c))]
+    return ", ".join(parts) or "defaults"
+
+
+@dataclass
+class Labels:
+    """How configurations are named: by the keys that differ between them. With many such keys
+    (a folder of unrelated runs) names are compact: only values off the most common one."""
+
+    columns: list[str]
+    common: dict[str, str]  # key -> most common value; empty unless compact
+
+    @classmethod
+    def of_rows(cls, rows: list[Row], config_columns: list[str],
+                axes: tuple[str, str]) -> Labels:
+        columns = varying(rows, config_columns) or [
+            a for a in axes if any(_text(r.get(a)) for r in rows)]
+        if len(columns) <= 4:
+            return cls(columns, {})
+        common = {c: Counter(_text(r.get(c)) for r in rows).most_common(1)[0][0]
+                  for c in columns}
+        return cls(columns, {c: v for c, v in common.items() if v})
+
+    @property
+    def compact(self) -> bool:
+        return len(self.columns) > 4
+
+    def of(self, row: Row, short: bool = False) -> str:
+        if not self.compact:
+            return config_label(row, self.columns, short)
+        parts = [f"{c.rsplit('.', 1)[-1] if short else c}={_text(row.get(c)) or 'unset'}"
+                 for c in self.columns if _text(row.get(c)) != self.common.get(c, "")]
+        return ", ".join(parts) or "most common settings"
 
 
 # ---------------------------------------------------------------- figures
@@ -365,9 +399,13 @@ def _colours(n: int) -> list[Any]:
     return [cmap(i) if n <= 10 else cmap(0.05 + 0.9 * i / max(n - 1, 1)) for i in range(n)]
 
 
-def _grid(rows: list[Row], axes: tuple[str, str],
-          value: Callable[[Row], float | None]) -> tuple[list[str], list[str], np.ndarray]:
-    """Mean of ``value`` per (x, y) cell over every run there; cells without a value are NaN."""
+Cells = tuple[list[str], list[str], np.ndarray, np.ndarray]
+
+
+def _grid(rows: list[Row], axes: tuple[str, str], value: Callable[[Row], float | None],
+          what: str) -> Cells:
+    """Mean of ``value`` per (x, y) cell over every run there, NaN without one; and which cells
+    hold runs at all (runs without a value show as n/a, cells without runs stay blank)."""
     x, y = axes
     cells: dict[tuple[str, str], list[float]] = {}
     for row in rows:
@@ -377,33 +415,36 @@ def _grid(rows: list[Row], axes: tuple[str, str],
     if not cells:
         raise NoData(f"no run has both axes {x} and {y}")
     if not any(cells.values()):
-        raise NoData("no run has a value to show")
+        raise NoData(f"no run has a finite {what}")
     xs = sorted({k[0] for k in cells}, key=value_key)
     ys = sorted({k[1] for k in cells}, key=value_key)
     grid = np.full((len(ys), len(xs)), np.nan)
+    has_runs = np.zeros(grid.shape, dtype=bool)
     for (xv, yv), vals in cells.items():
+        has_runs[ys.index(yv), xs.index(xv)] = True
         if vals:
             grid[ys.index(yv), xs.index(xv)] = sum(vals) / len(vals)
-    return xs, ys, grid
+    return xs, ys, grid, has_runs
 
 
-def _annotate(ax: Axes, grid: np.ndarray, cmap: Colormap, norm: Normalize,
+def _annotate(ax: Axes, cells: Cells, cmap: Colormap, norm: Normalize,
               label: Callable[[float], str]) -> None:
-    """Each cell's value, white on dark colours and black on light ones; n/a where missing."""
+    """Each cell's value, white on dark colours and black on light ones; n/a where runs lack it."""
+    grid, has_runs = cells[2], cells[3]
     size = 9 if grid.size <= 40 else 7 if grid.size <= 150 else 5
     for (i, j), v in np.ndenumerate(grid):
         if not math.isfinite(v):
-            ax.text(j, i, "n/a", ha="center", va="center", fontsize=size, color="0.3")
+            if has_runs[i, j]:
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=size, color="0.3")
             continue
         r, g, b, _ = cmap(norm(v))
         colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
         ax.text(j, i, label(v), ha="center", va="center", fontsize=size, color=colour)
 
 
-def _heatmap(cells: tuple[list[str], list[str], np.ndarray], axes: tuple[str, str], title: str,
-             colourbar: str, path: Path, diverging: bool,
-             label: Callable[[float], str]) -> Path:
-    xs, ys, grid = cells
+def _heatmap(cells: Cells, axes: tuple[str, str], title: str, colourbar: str, path: Path,
+             diverging: bool, label: Callable[[float], str]) -> Path:
+    xs, ys, grid, _ = cells
     fig = _figure(max(5.0, 0.95 * len(xs) + 3.0), max(3.2, 0.5 * len(ys) + 2.0))
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps["RdBu_r" if diverging else "viridis"].with_extremes(bad="0.85")
@@ -416,7 +457,7 @@ def _heatmap(cells: tuple[list[str], list[str], np.ndarray], axes: tuple[str, st
         lo, hi = lo - pad, hi + pad
     norm = Normalize(lo, hi)
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
-    _annotate(ax, grid, cmap, norm, label)
+    _annotate(ax, cells, cmap, norm, label)
     ax.set_xticks(range(len(xs)), xs, rotation=45 if max(map(len, xs)) > 6 else 0)
     ax.set_yticks(range(len(ys)), ys)
     ax.set_xlabel(axes[0])
@@ -431,7 +472,7 @@ def heatmap_metric(rows: list[Row], axes: tuple[str, str], metric: str | None,
     """Mean final validation metric over the two axes, averaged over seeds and everything else."""
     if metric is None:
         raise NoData("no run has a validation metric")
-    cells = _grid(rows, axes, lambda r: r.get(metric))
+    cells = _grid(rows, axes, lambda r: r.get(metric), metric)
     if metric == "val/acc":
         title, spec = "Mean final validation accuracy (val/acc)", ".2f"
     else:
@@ -442,7 +483,8 @@ def heatmap_metric(rows: list[Row], axes: tuple[str, str], metric: str | None,
 
 def heatmap_grad_ratio(rows: list[Row], axes: tuple[str, str], path: Path) -> Path:
     """log10 of the first/last gradient ratio at init: where gradients vanish or explode."""
-    cells = _grid(rows, axes, lambda r: _log_mean([r.get("init_first_last_ratio")]))
+    cells = _grid(rows, axes, lambda r: _log_mean([r.get("init_first_last_ratio")]),
+                  "init_first_last_ratio")
     title = ("First/last hidden-layer gradient ratio at initialisation\n"
              "(geometric mean over runs; blue: vanishing, red: exploding)")
     return _heatmap(cells, axes, title, "log10 first/last gradient ratio at init", path, True,
@@ -502,7 +544,7 @@ def grad_profile_init(rows: list[Row], root: Path, axes: tuple[str, str], path: 
     colour = dict(zip(y_values, _colours(len(y_values)), strict=True))
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
-    fig = _figure(4.3 * ncols + 1.5, 3.3 * nrows + 0.6)
+    fig = _figure(4.0 * ncols + 1.8, 3.2 * nrows + 0.8)
     for i, (panel, lines) in enumerate(panels.items()):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         _profile_panel(ax, lines, colour)
@@ -511,8 +553,18 @@ def grad_profile_init(rows: list[Row], root: Path, axes: tuple[str, str], path: 
         ax.set_ylabel("gradient norm at init" if i % ncols == 0 else "")
     handles = [Line2D([], [], color=colour[y], marker="o") for y in y_values]
     fig.legend(handles, y_values, title=axes[1], loc="outside right upper", fontsize=8)
-    fig.suptitle("Gradient norm per layer at initialisation (geometric mean over runs)")
+    fig.suptitle("Gradient norm per layer at initialisation\n(geometric mean over runs)")
     return _save(fig, path)
+
+
+def _at_least_decades(ax: Axes, values: list[np.ndarray], decades: float = 2.0) -> None:
+    """Show at least ``decades`` on a log axis, so a flat (healthy) profile looks flat."""
+    finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values])
+    if finite.size:
+        lo, hi = np.log10(finite.min()), np.log10(finite.max())
+        if hi - lo < decades:
+            mid = (hi + lo) / 2
+            ax.set_ylim(10 ** (mid - decades / 2), 10 ** (mid + decades / 2))
 
 
 def _profile_panel(ax: Axes, lines: dict[tuple[str, int], np.ndarray],
@@ -524,6 +576,7 @@ def _profile_panel(ax: Axes, lines: dict[tuple[str, int], np.ndarray],
         ax.plot(depth, masked, marker="o", markersize=3 if n > 12 else 4, color=colour[y],
                 label=f"{y} ({n} layers)" if several else y)
     ax.set_yscale("log")
+    _at_least_decades(ax, list(lines.values()))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
     ax.grid(alpha=0.3, which="both")
     if several:
@@ -544,7 +597,7 @@ def val_loss_curve(run_dir: Path) -> dict[int, float]:
 
 
 def _mean_curves(rows: list[Row], root: Path, config_columns: list[str],
-                 label_columns: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                 labels: Labels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     curves = {}
     for members in group_runs(rows, config_columns).values():
         per_epoch: dict[int, list[float]] = {}
@@ -557,35 +610,40 @@ def _mean_curves(rows: list[Row], root: Path, config_columns: list[str],
                 per_epoch.setdefault(epoch, []).extend(_finite([loss]))
         points = sorted((e, sum(v) / len(v)) for e, v in per_epoch.items() if v)
         if points:
-            label = config_label(members[0], label_columns, short=True)
+            label = labels.of(members[0], short=True)
+            label = label if len(label) <= 60 else label[:57] + "..."
             curves[label] = (np.array([p[0] for p in points]), np.array([p[1] for p in points]))
     return curves
 
 
 def training_curves(rows: list[Row], root: Path, config_columns: list[str],
-                    label_columns: list[str], path: Path) -> Path:
+                    labels: Labels, path: Path) -> Path:
     """Validation loss per epoch, one line per configuration (mean over seeds)."""
-    curves = _mean_curves(rows, root, config_columns, label_columns)
+    curves = _mean_curves(rows, root, config_columns, labels)
     if not curves:
         raise NoData("no run has a metrics.csv with finite val/loss per epoch")
-    fig = _figure(7.5, 4.5)
+    longest = max(len(label) for label in curves)
+    fig = _figure(6.0 + 0.065 * longest * (1 if len(curves) <= 20 else 2), 4.5)
     ax = fig.add_subplot()
     styles = ("-", "--", ":", "-.")
     for i, ((label, (epochs, loss)), c) in enumerate(zip(curves.items(), _colours(len(curves)),
                                                          strict=True)):
-        ax.plot(epochs + 1, loss, marker="o", markersize=3, color=c, label=label,
+        ax.plot(epochs, loss, marker="o", markersize=3, color=c, label=label,
                 linestyle=styles[(i // 10) % len(styles)])
     values = np.concatenate([loss for _, loss in curves.values()])
     positive = values[values > 0]
     if positive.size and positive.max() > 10 * positive.min():
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    first, last = min(e.min() for e, _ in curves.values()), max(e.max() for e, _ in curves.values())
+    if first == last:
+        ax.set_xlim(first - 1, last + 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation loss")
     ax.set_title("Validation loss per epoch (mean over seeds)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8 if len(curves) <= 12 else 6, loc="upper left", bbox_to_anchor=(1.02, 1),
-              ncol=1 if len(curves) <= 20 else 2)
+    fig.legend(fontsize=8 if len(curves) <= 12 else 6, loc="outside right upper",
+               ncol=1 if len(curves) <= 20 else 2)
     return _save(fig, path)
 
 
@@ -613,16 +671,20 @@ def status_line(rows: list[Row]) -> str:
     return f"{len(rows)} {noun}: {detail}" if rows else "0 runs found"
 
 
-def _table(agg: list[Row], label_columns: list[str], metric: str | None) -> Block:
-    header = [*label_columns, "n_runs", "completed"]
+def _table(agg: list[Row], labels: Labels, metric: str | None) -> Block:
+    """The aggregate as a table; many differing keys (a folder of unrelated runs) make one
+    compact ``configuration`` column rather than a wide, mostly empty table."""
+    compact = labels.compact
+    header = ["configuration"] if compact else list(labels.columns)
+    header += ["n_runs", "completed"]
     if metric:
         header.append(f"{metric} (mean ± std)")
     header += ["init first/last ratio", "final first/last ratio", "final diagnosis"]
     spec = ".3f" if metric and metric.endswith("acc") else ".4g"
     body = []
     for a in agg:
-        cells = [_text(a.get(c)) for c in label_columns] + [str(a["n_runs"]),
-                                                            str(a["n_completed"])]
+        cells = ([labels.of(a)] if compact else [_text(a.get(c)) for c in labels.columns])
+        cells += [str(a["n_runs"]), str(a["n_completed"])]
         if metric:
             mean, std = a.get(f"{metric}_mean"), a.get(f"{metric}_std")
             cells.append(_fmt(mean, spec) + (f" ± {_fmt(std, spec)}" if std is not None else ""))
@@ -633,11 +695,11 @@ def _table(agg: list[Row], label_columns: list[str], metric: str | None) -> Bloc
 
 
 def _diagnosis_lines(groups: dict[tuple[str, ...], list[Row]], agg: list[Row],
-                     label_columns: list[str]) -> list[str]:
+                     labels: Labels) -> list[str]:
     """``activation=sigmoid, model.depth=20: vanishing (init ratio 1.3e-08) — <diagnosis>``."""
     lines = []
     for members, a in zip(groups.values(), agg, strict=True):
-        label = config_label(members[0], label_columns)
+        label = labels.of(members[0])
         verdict = a.get("final_diagnosis")
         if not verdict:
             statuses = ", ".join(sorted({r["status"] for r in members}))
@@ -653,23 +715,27 @@ def _diagnosis_lines(groups: dict[tuple[str, ...], list[Row]], agg: list[Row],
     return lines
 
 
-def _failed_lines(rows: list[Row], label_columns: list[str]) -> list[str]:
+def _failed_lines(rows: list[Row], labels: Labels) -> list[str]:
     lines = []
     for r in rows:
         if r["status"] not in OK:
             error = r.get("error") or "no error recorded (killed, or still running?)"
-            label = config_label(r, label_columns)
+            label = labels.of(r)
             lines.append(f"{r['run_dir']} ({r['status']}; {label}, seed={r.get('seed')}): {error}")
     return lines
 
 
 def _blocks(directory: Path, rows: list[Row], agg: list[Row], groups: dict[tuple[str, ...],
-            list[Row]], label_columns: list[str], metric: str | None, axes: tuple[str, str],
+            list[Row]], labels: Labels, metric: str | None, axes: tuple[str, str],
             figures: dict[str, Path], skipped: dict[str, str]) -> list[Block]:
     """The report's content, once, for both renderings."""
     blocks = [Block("h1", f"gradprobe report: {directory}"), Block("p", status_line(rows))]
     if agg:
-        blocks += [Block("h2", "Configurations"), _table(agg, label_columns, metric)]
+        blocks += [Block("h2", "Configurations"), _table(agg, labels, metric)]
+    if labels.common:
+        common = ", ".join(f"{k}={v}" for k, v in labels.common.items())
+        blocks.append(Block("p", f"Configurations differ in many keys; they are named by how "
+                                 f"they differ from the most common settings: {common}."))
     blocks.append(Block("h2", "Figures"))
     blocks.append(Block("p", f"Axes: {axes[0]} (x) and {axes[1]} (y)."))
     blocks += [Block("img", text=name.removesuffix(".png").replace("_", " "), path=p)
@@ -679,8 +745,8 @@ def _blocks(directory: Path, rows: list[Row], agg: list[Row], groups: dict[tuple
         blocks.append(Block("ul", items=[f"{name}: {why}" for name, why in skipped.items()]))
     if agg:
         blocks += [Block("h2", "Diagnosis per configuration"),
-                   Block("ul", items=_diagnosis_lines(groups, agg, label_columns))]
-    failed = _failed_lines(rows, label_columns)
+                   Block("ul", items=_diagnosis_lines(groups, agg, labels))]
+    failed = _failed_lines(rows, labels)
     if failed:
         blocks += [Block("h2", "Failed runs"), Block("ul", items=failed)]
     return blocks
@@ -747,7 +813,7 @@ def render_html(blocks: list[Block]) -> str:
 
 
 def _figures(rows: list[Row], root: Path, axes: tuple[str, str], config_columns: list[str],
-             label_columns: list[str], metric: str | None,
+             labels: Labels, metric: str | None,
              folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
     figures: dict[str, Path] = {}
     skipped: dict[str, str] = {}
@@ -763,16 +829,10 @@ def _figures(rows: list[Row], root: Path, axes: tuple[str, str], config_columns:
           lambda: grad_profile_init(rows, root, axes, folder / "grad_profile_init.png"),
           figures, skipped)
     _draw("training_curves.png",
-          lambda: training_curves(rows, root, config_columns, label_columns,
+          lambda: training_curves(rows, root, config_columns, labels,
                                   folder / "training_curves.png"),
           figures, skipped)
     return figures, skipped
-
-
-def _label_columns(rows: list[Row], config_columns: list[str], axes: tuple[str, str]) -> list[str]:
-    """Columns that tell configurations apart; the axes that exist when nothing varies."""
-    columns = varying(rows, config_columns)
-    return columns or [a for a in axes if any(_text(r.get(a)) for r in rows)]
 
 
 def build_report(directory: Path, axes: tuple[str, str] = DEFAULT_AXES,
@@ -792,11 +852,11 @@ def build_report(directory: Path, axes: tuple[str, str] = DEFAULT_AXES,
     agg = aggregate(rows, config_columns, numeric)
     agg_columns = [*config_columns, "n_runs", "n_completed",
                    *(f"{c}_{s}" for c in numeric for s in ("mean", "std")), "final_diagnosis"]
-    label_columns = _label_columns(rows, config_columns, axes)
+    labels = Labels.of_rows(rows, config_columns, axes)
     metric = primary_metric(metric_columns)
-    figures, skipped = _figures(rows, directory, axes, config_columns, label_columns, metric,
+    figures, skipped = _figures(rows, directory, axes, config_columns, labels, metric,
                                 out / FIGURES_DIR)
-    blocks = _blocks(directory, rows, agg, group_runs(rows, config_columns), label_columns,
+    blocks = _blocks(directory, rows, agg, group_runs(rows, config_columns), labels,
                      metric, axes, figures, skipped)
     paths = {"runs_csv": write_csv(out / "runs.csv", rows,
                                    columns_of(config_columns, metric_columns)),
