@@ -122,3 +122,22 @@ def test_cli_bad_value_fails_fast_without_torch() -> None:
     assert (code, torch_loaded) == ("2", "False")
     assert out.stderr.strip().splitlines() == [
         "config error: model.depth=0 is not allowed; expected an integer >= 1"]
+
+
+def test_slurm_launcher_preset_composes() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from gradprobe.cli import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.array_parallelism, launcher.timeout_min) == (1, 32, 60)
+
+
+def test_tpu_accelerator_composes() -> None:
+    cfg, _ = compose_config(["accelerator=tpu"])
+    validate(cfg)
+    assert cfg.trainer.accelerator == "tpu" and cfg.trainer.precision == "bf16-true"

@@ -34,7 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 log = logging.getLogger("gradprobe")
 
@@ -52,6 +52,10 @@ TAIL_COLUMNS = ("wall_time_s", "error", "final_diagnosis_text")
 NUMERIC_EXTRA = (*RATIOS, "final_dead_share", "final_saturated_share", "wall_time_s")
 STATUS_ORDER = ("completed", "diverged", "failed", "interrupted", "running")
 OK = ("completed", "diverged")
+CAPTIONS = {"heatmap_val_acc.png": "Final validation metric by {x} and {y}",
+            "heatmap_grad_ratio.png": "First/last gradient ratio at init by {x} and {y}",
+            "grad_profile_init.png": "Gradient norm per layer at init, per {y}",
+            "training_curves.png": "Validation loss per epoch, per configuration"}
 Row = dict[str, Any]
 
 
@@ -132,8 +136,13 @@ def _path_key(rel: str) -> list[tuple[int, int, str]]:
 
 
 def _most_common(values: Iterable[Any]) -> str:
+    """The most common verdict; a tie goes to a problem over "healthy", so it is not hidden."""
     counts = Counter(v for v in values if v)
-    return counts.most_common(1)[0][0] if counts else ""
+    if not counts:
+        return ""
+    top = max(counts.values())
+    tied = [v for v, n in counts.items() if n == top]
+    return next((v for v in tied if v != "healthy"), tied[0])
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -445,7 +454,7 @@ def _annotate(ax: Axes, cells: Cells, cmap: Colormap, norm: Normalize,
 def _heatmap(cells: Cells, axes: tuple[str, str], title: str, colourbar: str, path: Path,
              diverging: bool, label: Callable[[float], str]) -> Path:
     xs, ys, grid, _ = cells
-    fig = _figure(max(5.0, 0.95 * len(xs) + 3.0), max(3.2, 0.5 * len(ys) + 2.0))
+    fig = _figure(max(6.0, 0.95 * len(xs) + 3.0), max(4.0, 0.5 * len(ys) + 2.0))
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps["RdBu_r" if diverging else "viridis"].with_extremes(bad="0.85")
     lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
@@ -477,7 +486,7 @@ def heatmap_metric(rows: list[Row], axes: tuple[str, str], metric: str | None,
         title, spec = "Mean final validation accuracy (val/acc)", ".2f"
     else:
         title, spec = f"Mean final {metric} (no val/acc in these runs)", ".3g"
-    title += f"\nby {axes[0]} and {axes[1]}, averaged over seeds and all else"
+    title += "\nmean over seeds and all other settings"
     return _heatmap(cells, axes, title, metric, path, False, lambda v: format(v, spec))
 
 
@@ -485,8 +494,8 @@ def heatmap_grad_ratio(rows: list[Row], axes: tuple[str, str], path: Path) -> Pa
     """log10 of the first/last gradient ratio at init: where gradients vanish or explode."""
     cells = _grid(rows, axes, lambda r: _log_mean([r.get("init_first_last_ratio")]),
                   "init_first_last_ratio")
-    title = ("First/last hidden-layer gradient ratio at initialisation\n"
-             "(geometric mean over runs; blue: vanishing, red: exploding)")
+    title = ("First/last hidden-layer gradient ratio at init\n"
+             "geometric mean; blue = vanishing, red = exploding")
     return _heatmap(cells, axes, title, "log10 first/last gradient ratio at init", path, True,
                     lambda v: f"{10 ** v:.1e}")
 
@@ -596,6 +605,12 @@ def val_loss_curve(run_dir: Path) -> dict[int, float]:
     return curve
 
 
+def _sparse_label(value: float, _: Any) -> str:
+    """Minor log ticks labelled at 2, 3 and 5 times a power of ten only, so they stay legible."""
+    mantissa = value / 10 ** math.floor(math.log10(value)) if value > 0 else 0.0
+    return f"{value:g}" if any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
+
+
 def _mean_curves(rows: list[Row], root: Path, config_columns: list[str],
                  labels: Labels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     curves = {}
@@ -634,6 +649,9 @@ def training_curves(rows: list[Row], root: Path, config_columns: list[str],
     positive = values[values > 0]
     if positive.size and positive.max() > 10 * positive.min():
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_sparse_label)
+                                     if positive.max() < 100 * positive.min() else NullFormatter())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     first, last = min(e.min() for e, _ in curves.values()), max(e.max() for e, _ in curves.values())
     if first == last:
@@ -709,8 +727,9 @@ def _diagnosis_lines(groups: dict[tuple[str, ...], list[Row]], agg: list[Row],
         line = f"{label}: {verdict}"
         if ratio is not None:
             line += f" (init ratio {10 ** ratio:.1e})"
-        text = next((r["final_diagnosis_text"] for r in members if r.get("final_diagnosis_text")),
-                    None)
+        texts = [r.get("final_diagnosis_text") for r in members
+                 if r.get("final_diagnosis") == verdict and r.get("final_diagnosis_text")]
+        text = texts[0] if texts else None
         lines.append(f"{line} — {text}" if text else line)
     return lines
 
@@ -738,7 +757,7 @@ def _blocks(directory: Path, rows: list[Row], agg: list[Row], groups: dict[tuple
                                  f"they differ from the most common settings: {common}."))
     blocks.append(Block("h2", "Figures"))
     blocks.append(Block("p", f"Axes: {axes[0]} (x) and {axes[1]} (y)."))
-    blocks += [Block("img", text=name.removesuffix(".png").replace("_", " "), path=p)
+    blocks += [Block("img", text=CAPTIONS.get(name, name).format(x=axes[0], y=axes[1]), path=p)
                for name, p in figures.items()]
     if skipped:
         blocks.append(Block("p", "Figures skipped:"))
