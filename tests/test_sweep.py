@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -98,3 +99,31 @@ def test_optuna_search_returns_its_best_value(tmp_path) -> None:
               for i in range(4)]
     assert best["best_value"] == min(losses)
     assert set(best["best_params"]) == {"optimizer.lr", "init.weight.gain"}
+
+
+def test_grid_sweep_with_joblib_writes_its_report(tmp_path) -> None:
+    out = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                "activation=relu,sigmoid", "model.depth=2,4", "seed=0,1", "logger=[csv,wandb]",
+                "trainer.limit_train_batches=5")
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(tmp_path / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    grid = sorted((r["activation"], r["model.depth"], r["seed"]) for r in rows)
+    assert grid == sorted((a, d, s) for a in ("relu", "sigmoid") for d in ("2", "4")
+                          for s in ("0", "1"))
+    assert all(r["status"] == "completed" and r["init_first_last_ratio"] for r in rows)
+    with open(tmp_path / "aggregate.csv") as f:
+        assert {r["n_runs"] for r in csv.DictReader(f)} == {"2"}
+    report = (tmp_path / "report.md").read_text()
+    assert "8 runs: 8 completed" in report and "heatmap_val_acc.png" in report
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+    # each job and the report are W&B runs of one group: the sweep directory
+    groups = set()
+    for run_dir in [*tmp_path.glob("*/wandb/offline-run-*"), *tmp_path.glob("wandb/offline-run-*")]:
+        records = subprocess.run(["wandb", "leet", "inspect", "--json", str(run_dir)],
+                                 capture_output=True, text=True, check=True, timeout=120).stdout
+        run = next(r["run"] for r in map(json.loads, records.splitlines()) if r["type"] == "run")
+        groups.add(run["run_group"])
+    assert groups == {str(tmp_path.resolve())}
+    assert len(list(tmp_path.glob("wandb/offline-run-*"))) == 1  # the sweep-level report run

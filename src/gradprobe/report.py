@@ -109,7 +109,7 @@ def _mean_std(values: Iterable[Any]) -> tuple[float | None, float | None]:
     mean = sum(vals) / len(vals)
     if len(vals) < 2:
         return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return mean, math.sqrt(sum((v - mean) * (v - mean) for v in vals) / (len(vals) - 1))
 
 
 def _log_mean(values: Iterable[Any]) -> float | None:
@@ -296,6 +296,7 @@ def _row(run: _Run, config_columns: list[str], metric_columns: list[str]) -> Row
 
 
 def columns_of(config_columns: list[str], metric_columns: list[str]) -> list[str]:
+    """runs.csv's columns: who, how it ended, its configuration, then its results."""
     return ["run_dir", "status", *config_columns, "seed", *metric_columns, *DIAGNOSIS_COLUMNS,
             *TAIL_COLUMNS]
 
@@ -329,6 +330,7 @@ def _cell(value: Any) -> str:
 
 
 def write_csv(path: Path, rows: list[Row], columns: list[str]) -> Path:
+    """Plain CSV (no pandas needed to read it back): missing is empty, NaN is ``nan``."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -776,6 +778,7 @@ def _md_cell(text: str) -> str:
 
 
 def render_markdown(blocks: list[Block], out: Path) -> str:
+    """Markdown with figures linked relative to ``out``, so the folder can be moved whole."""
     parts = []
     for b in blocks:
         if b.kind == "h1":

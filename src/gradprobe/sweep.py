@@ -1,7 +1,7 @@
 """Sweep-level bookkeeping, torch-free: Hydra instantiates this at start-up of every command.
 
-``SweepSummary`` runs when a multirun ends: it reads each job's ``summary.json`` and prints one
-line of counts. Divergence is a result, not an error; if any job failed (raised, or was killed and
+``SweepSummary`` runs when a multirun ends: it reads each job's ``summary.json``, prints one
+line of counts and writes the sweep report (``sweep.report=false`` skips it). Divergence is a result, not an error; if any job failed (raised, or was killed and
 so still says ``running``, or never wrote a record), it says how many of how many and where their
 logs are, and the command exits 1 -- after every other job has run.
 """
@@ -83,6 +83,36 @@ def previous_result(job_dir: Path, overrides: list[str]) -> dict[str, Any] | Non
     return None
 
 
+def report(config: DictConfig, sweep_dir: Path) -> None:
+    """The sweep report (``gradprobe.report``), and its figures and table as a sweep-level W&B
+    run in the sweep's group when the jobs log to W&B. Never fails the sweep."""
+    from gradprobe.report import build_report
+
+    try:
+        result = build_report(sweep_dir)
+    except Exception:
+        log.exception("the sweep report could not be written")
+        return
+    log.info("sweep report: %s", result["report_md"])
+    wandb_cfg = (config.get("logger") or {}).get("wandb")
+    if wandb_cfg is not None:
+        publish_report(result, sweep_dir, wandb_cfg)
+
+
+def publish_report(result: dict[str, Any], sweep_dir: Path, wandb_cfg: Any) -> None:
+    import wandb
+
+    rows = result["rows"]
+    columns = sorted({key for row in rows for key in row})
+    run = wandb.init(project=wandb_cfg.project, mode=wandb_cfg.mode, dir=str(sweep_dir),
+                     group=str(sweep_dir.resolve()), name="sweep report", job_type="report")
+    run.log({f"report/{Path(name).stem}": wandb.Image(str(path))
+             for name, path in result["figures"].items()}
+            | {"report/runs": wandb.Table(columns=columns, data=[
+                [str(row.get(c, "")) for c in columns] for row in rows])})
+    run.finish()
+
+
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -91,6 +121,8 @@ class SweepSummary(Callback):
         statuses = job_statuses(sweep_dir)
         counts = ", ".join(f"{n} {status}" for status, n in Counter(statuses.values()).items())
         log.info("sweep %s: %d jobs: %s", sweep_dir, len(statuses), counts)
+        if config.get("sweep", {}).get("report", True):
+            report(config, sweep_dir)
         failed = [d for d, status in statuses.items() if status not in OK]
         if failed:
             logs = " ".join(str(d / "train.log") for d in failed)
