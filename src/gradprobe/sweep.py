@@ -1,9 +1,10 @@
 """Sweep-level bookkeeping, torch-free: Hydra instantiates this at start-up of every command.
 
 ``SweepSummary`` runs when a multirun ends: it reads each job's ``summary.json``, prints one
-line of counts and writes the sweep report (``sweep.report=false`` skips it). Divergence is a result, not an error; if any job failed (raised, or was killed and
-so still says ``running``, or never wrote a record), it says how many of how many and where their
-logs are, and the command exits 1 -- after every other job has run.
+line of counts and writes the sweep report (``sweep.report=false`` skips it). Divergence is a
+result, not an error; if any job failed (raised, or was killed and so still says ``running``, or
+never wrote a record), it says how many of how many and where their logs are, and the command
+exits 1 -- after every other job has run.
 """
 
 from __future__ import annotations
