@@ -55,20 +55,26 @@ def test_a_bad_value_fails_its_job_only(tmp_path) -> None:
 
 
 def test_resuming_a_sweep_reruns_only_unfinished_jobs(tmp_path) -> None:
-    args = ("optimizer=sgd", "optimizer.lr=0.01,1e6")
-    assert sweep(tmp_path, *args).returncode == 0
-    diverged_record = (tmp_path / "1" / "summary.json").read_text()
+    """Jobs: 0 completed (then marked killed), 1 failed, 2 diverged, 3 failed. Resuming re-runs
+    0, 1 and 3 and skips 2; the failed attempts are kept aside."""
+    args = ("optimizer=sgd", "optimizer.lr=0.01,1e6", "init=kaiming_normal",
+            "init.weight.nonlinearity=relu,badname")
+    assert sweep(tmp_path, *args).returncode == 1
+    diverged_record = (tmp_path / "2" / "summary.json").read_text()
     killed = json.loads((tmp_path / "0" / "summary.json").read_text())
     (tmp_path / "0" / "summary.json").write_text(json.dumps(killed | {"status": "running"}))
 
     out = sweep(tmp_path, *args, f"sweep.resume={tmp_path}")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / "1" / "summary.json").read_text() == diverged_record  # skipped
+    assert out.returncode == 1  # jobs 1 and 3 fail again
+    assert "already diverged, skipped" in out.stdout + out.stderr
+    assert (tmp_path / "2" / "summary.json").read_text() == diverged_record
+    assert not (tmp_path / "2" / "previous_attempts").exists()
     rerun = json.loads((tmp_path / "0" / "summary.json").read_text())
     assert rerun["status"] == "completed" and rerun["started_at"] >= killed["started_at"]
-    attempts = list((tmp_path / "0" / "previous_attempts").iterdir())
-    assert len(attempts) == 1 and (attempts[0] / "summary.json").exists()
-    assert "already diverged, skipped" in out.stdout + out.stderr
+    for job in ("0", "1", "3"):
+        attempts = list((tmp_path / job / "previous_attempts").iterdir())
+        assert len(attempts) == 1 and (attempts[0] / "summary.json").exists()
+    assert json.loads((tmp_path / "1" / "summary.json").read_text())["status"] == "failed"
 
 
 def test_threads_and_gpus_per_job() -> None:
