@@ -19,9 +19,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanSquaredError, R2Score
 
-from gradprobe import record
+from gradprobe import record, theory
 from gradprobe.data import InMemoryDataModule, Splits
-from gradprobe.init import initialize
+from gradprobe.init import implied_variances, initialize
 from gradprobe.instruments import GradientFlow
 from gradprobe.module import GradprobeModule
 from gradprobe.nets import DepthNet
@@ -117,6 +117,16 @@ def build_callbacks(run_dir: Path, interactive: bool,
     return [checkpoints, *([monitor] if monitor else []), *extras]
 
 
+def predict_init(cfg: DictConfig, choices: dict[str, str], net: DepthNet,
+                 splits: Splits) -> dict[str, Any]:
+    """The mean-field prediction for this run: from the variances its init actually drew and
+    the training inputs' mean square, next to which the init probe's measurement is put."""
+    implied = implied_variances(net)
+    q_input = float(splits.train[0].float().pow(2).mean())
+    return theory.for_config(cfg, choices, implied["sigma_w2"], implied["sigma_b2"], q_input) \
+        | {"implied_sigma_w2": implied["sigma_w2"], "implied_sigma_b2": implied["sigma_b2"]}
+
+
 def place_job(cfg: DictConfig, job: dict[str, Any]) -> None:
     """A sweep job's share of the machine: its torch threads, and its GPU among several."""
     if job.get("threads"):
@@ -159,6 +169,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     datamodule = InMemoryDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
                                     cfg.seed)
     module = build_module(cfg, splits.input_shape, splits.num_outputs)
+    prediction = predict_init(cfg, choices, module.net, splits)
     loggers = build_loggers(cfg, run_dir, choices, overrides, group)
     monitor = build_monitor(cfg, choices, run_dir)
     callbacks = build_callbacks(run_dir, interactive, monitor)
@@ -188,8 +199,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
         "epochs": trainer.current_epoch, "steps": trainer.global_step,
         "num_parameters": sum(p.numel() for p in module.parameters()),
     }
+    summary["theory"] = prediction
     if monitor:
         summary["diagnosis"] = {k: monitor.report[k] for k in ("init", "final")
                                 if k in monitor.report}
+        if prediction.get("applies") and "init" in monitor.report:
+            prediction["measured_first_last_backprop_ratio"] = \
+                monitor.report["init"]["backprop_first_last_ratio"]
         summary["diverged"] = monitor.diverged
     return summary

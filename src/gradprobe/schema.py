@@ -77,6 +77,8 @@ RULES: tuple[Rule, ...] = (
     Rule("init.weight.std", "a number > 0", number(0, low_open=True)),
     Rule("init.weight.gain", "a number > 0", number(0, low_open=True)),
     Rule("init.weight.mode", "'fan_in' or 'fan_out'", one_of("fan_in", "fan_out")),
+    Rule("init.sigma_w2", "a number > 0", number(0, low_open=True)),
+    Rule("init.sigma_b2", "a number >= 0", number(0)),
     Rule("init.bias", "null (keep PyTorch's), a number, or an init function",
          lambda v: v is None or _is_number(v) or (isinstance(v, dict) and "_target_" in v)),
     Rule("optimizer.lr", "a number > 0", number(0, low_open=True)),

@@ -54,7 +54,9 @@ def diagnose(row: Any, names: list[str], thresholds: dict[str, float],
     verdicts = list(found) or ["healthy"]
     context = context | {"trained": row.step > 0}
     remedies = sorted({r for v in found for r in remedies_for(v, context)})
+    backprop = row.layers["backprop_norm"][: len(hidden)]
     return {"step": row.step, "verdicts": verdicts, "details": found, "first_last_ratio": ratio,
+            "backprop_first_last_ratio": backprop[0] / backprop[-1] if backprop[-1] else math.nan,
             "dead_share": _mean(dead), "saturated_share": _mean(saturated),
             "remedies": remedies, "text": describe(verdicts, found, ratio, remedies)}
 

@@ -1,0 +1,310 @@
+"""Mean-field predictions of signal and gradient propagation at initialisation (numpy only).
+
+For a fully connected net with weights N(0, sigma_w2 / fan_in) and biases N(0, sigma_b2)
+(Poole et al. 2016, Schoenholz et al. 2017):
+
+* pre-activation variance map   q_l = sigma_w2 * E[phi(sqrt(q_{l-1}) z)^2] + sigma_b2, z ~ N(0, 1)
+* per-layer gradient factor      chi_1(q) = sigma_w2 * E[phi'(sqrt(q) z)^2]
+  (the factor by which E||dL/dh||^2 changes from one layer to the one below it)
+* depth scale xi = 1 / |ln chi_1|; phase ordered (chi_1 < 1), critical, chaotic (chi_1 > 1)
+* predicted first/last back-propagated gradient-norm ratio = sqrt(prod_{l=2..L} chi_1(q_l)).
+
+Gaussian expectations are integrals of smooth-times-Gaussian functions except at 0, where ReLU,
+ELU, SELU, softsign ... have a kink; Gauss-Hermite converges slowly there (SELU's E[phi^2] is off
+by 2e-5 with 200 nodes). So each expectation is split at 0 and each half integrated with
+Gauss-Legendre on [0, 12] (the Gaussian tail beyond is < 1e-31): exact to ~1e-14 for every
+activation of the ``activation`` group.
+
+    python -m gradprobe.theory activation=tanh init=meanfield init.sigma_w2=1.5 model.depth=50
+    python -m gradprobe.theory activation=tanh --phase-diagram phase.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Array = np.ndarray
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(200)
+_Z = 6.0 * (_NODES + 1.0)  # [0, 12]
+_W = 6.0 * _WEIGHTS * np.exp(-_Z**2 / 2) / math.sqrt(2 * math.pi)
+CRITICAL_TOLERANCE = 1e-3
+
+
+def gaussian_expectation(f: Callable[[Array], Array]) -> float:
+    """E[f(z)] for z ~ N(0, 1): both half-lines by Gauss-Legendre, split at the kink 0."""
+    return float(np.sum(_W * (f(_Z) + f(-_Z))))
+
+
+def _sigmoid(x: Array) -> Array:
+    return 0.5 * (1 + np.tanh(x / 2))
+
+
+def _softplus(x: Array, beta: float = 1.0) -> Array:
+    return np.logaddexp(0.0, beta * x) / beta
+
+
+def _erf(x: Array) -> Array:
+    return np.vectorize(math.erf)(x)
+
+
+def activation_pair(name: str, **kw: float) -> tuple[Callable[[Array], Array],
+                                                     Callable[[Array], Array]]:
+    """phi and phi' of an ``activation`` option, with its arguments (slope, alpha, beta...)."""
+    a = kw.get("negative_slope", kw.get("init", 0.25 if name == "prelu" else 0.01))
+    alpha, beta = kw.get("alpha", 1.0), kw.get("beta", 1.0)
+    pos = lambda x: x > 0  # noqa: E731
+    neg_exp = lambda x: np.exp(np.minimum(x, 0))  # noqa: E731
+    neg_expm1 = lambda x: np.expm1(np.minimum(x, 0))  # noqa: E731
+    pairs: dict[str, tuple[Callable, Callable]] = {
+        "relu": (lambda x: np.maximum(x, 0), lambda x: pos(x) * 1.0),
+        "leaky_relu": (lambda x: np.where(pos(x), x, a * x), lambda x: np.where(pos(x), 1, a)),
+        "prelu": (lambda x: np.where(pos(x), x, a * x), lambda x: np.where(pos(x), 1, a)),
+        "elu": (lambda x: np.where(pos(x), x, alpha * neg_expm1(x)),
+                lambda x: np.where(pos(x), 1, alpha * neg_exp(x))),
+        "selu": (lambda x: SELU_SCALE * np.where(pos(x), x, SELU_ALPHA * neg_expm1(x)),
+                 lambda x: SELU_SCALE * np.where(pos(x), 1, SELU_ALPHA * neg_exp(x))),
+        "gelu": (lambda x: x * 0.5 * (1 + _erf(x / math.sqrt(2))),
+                 lambda x: 0.5 * (1 + _erf(x / math.sqrt(2)))
+                 + x * np.exp(-x**2 / 2) / math.sqrt(2 * math.pi)),
+        "silu": (lambda x: x * _sigmoid(x),
+                 lambda x: _sigmoid(x) * (1 + x * (1 - _sigmoid(x)))),
+        "mish": (lambda x: x * np.tanh(_softplus(x)),
+                 lambda x: np.tanh(_softplus(x))
+                 + x * _sigmoid(x) / np.cosh(_softplus(x)) ** 2),
+        "tanh": (np.tanh, lambda x: 1 - np.tanh(x) ** 2),
+        "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * (1 - _sigmoid(x))),
+        "softsign": (lambda x: x / (1 + np.abs(x)), lambda x: 1 / (1 + np.abs(x)) ** 2),
+        "softplus": (lambda x: _softplus(x, beta), lambda x: _sigmoid(beta * x)),
+        "identity": (lambda x: x, lambda x: np.ones_like(x)),
+    }
+    if name not in pairs:
+        raise ValueError(f"no mean-field form for activation {name!r}")
+    return pairs[name]
+
+
+@dataclass
+class MeanField:
+    activation: str
+    sigma_w2: float
+    sigma_b2: float
+    params: dict[str, float]
+
+    def __post_init__(self) -> None:
+        self.phi, self.dphi = activation_pair(self.activation, **self.params)
+
+    def q_next(self, q: float) -> float:
+        s = math.sqrt(max(q, 0.0))
+        return self.sigma_w2 * gaussian_expectation(lambda z: self.phi(s * z) ** 2) + self.sigma_b2
+
+    def chi1(self, q: float) -> float:
+        """At q = 0 the limit q -> 0+ (ReLU's derivative at exactly 0 would say 0)."""
+        s = math.sqrt(max(q, 1e-300))
+        return self.sigma_w2 * gaussian_expectation(lambda z: self.dphi(s * z) ** 2)
+
+    def q_layers(self, q_input: float, depth: int) -> list[float]:
+        """q_1 .. q_depth: the first layer sees the input's mean square q_input."""
+        q = [self.sigma_w2 * q_input + self.sigma_b2]
+        for _ in range(depth - 1):
+            q.append(self.q_next(q[-1]))
+        return q
+
+    def fixed_point(self, q0: float = 1.0, steps: int = 500, tol: float = 1e-13) -> float:
+        """q*: iterate the variance map (inf if it grows without bound); where it converges
+        slowly (near the critical line) finish by bisection on q_next(q) - q; 0 when the map
+        pulls every q > 0 to 0 (odd activations without bias in the ordered phase)."""
+        q = q0
+        for _ in range(steps):
+            new = self.q_next(q)
+            if not math.isfinite(new) or new > 1e12:
+                return math.inf
+            if abs(new - q) <= tol * max(1.0, q):
+                return new
+            q = new
+        gap = lambda x: self.q_next(x) - x  # noqa: E731
+        low, high = 1e-14, max(q, 1e-14)
+        while gap(high) > 0 and high < 1e12:
+            high *= 2
+        if gap(high) > 0:  # still growing: no finite fixed point
+            return math.inf
+        if gap(low) <= 0:
+            return 0.0
+        for _ in range(200):
+            mid = math.sqrt(low * high)
+            low, high = (mid, high) if gap(mid) > 0 else (low, mid)
+        return math.sqrt(low * high)
+
+
+def phase(chi: float) -> str:
+    if abs(chi - 1) <= CRITICAL_TOLERANCE:
+        return "critical"
+    return "ordered" if chi < 1 else "chaotic"
+
+
+def depth_scale(chi: float) -> float:
+    """Layers over which gradient variance changes by a factor e."""
+    if chi <= 0:
+        return 0.0
+    return math.inf if chi == 1 else 1 / abs(math.log(chi))
+
+
+@dataclass
+class Prediction:
+    activation: str
+    sigma_w2: float
+    sigma_b2: float
+    depth: int
+    q_star: float
+    chi1_star: float
+    phase: str
+    depth_scale: float
+    q_layers: list[float]
+    chi1_layers: list[float]
+    first_last_backprop_ratio: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def predict(activation: str, sigma_w2: float, sigma_b2: float, depth: int,
+            q_input: float = 1.0, **params: float) -> Prediction:
+    mf = MeanField(activation, sigma_w2, sigma_b2, params)
+    q_layers = mf.q_layers(q_input, depth)
+    chi_layers = [mf.chi1(q) for q in q_layers]
+    q_star = mf.fixed_point(q_layers[-1])
+    chi_star = mf.chi1(q_star) if math.isfinite(q_star) else chi_layers[-1]
+    log_ratio = 0.5 * sum(math.log(c) if c > 0 else -math.inf for c in chi_layers[1:])
+    return Prediction(activation, sigma_w2, sigma_b2, depth, q_star, chi_star, phase(chi_star),
+                      depth_scale(chi_star), q_layers, chi_layers, math.exp(log_ratio))
+
+
+def critical_sigma_w2(activation: str, sigma_b2: float, low: float = 0.05, high: float = 20.0,
+                      **params: float) -> float:
+    """The sigma_w2 on the order-to-chaos line (chi_1(q*) = 1) for this sigma_b2, by bisection."""
+    def excess(sw2: float) -> float:
+        mf = MeanField(activation, sw2, sigma_b2, params)
+        q = mf.fixed_point()
+        return (mf.chi1(q) if math.isfinite(q) else math.inf) - 1
+    if excess(low) > 0 or excess(high) < 0:
+        return math.nan
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if excess(mid) < 0 else (low, mid)
+    return 0.5 * (low + high)
+
+
+# --------------------------------------------------------------------------- runs and the CLI
+
+ACTIVATION_PARAMS = ("negative_slope", "alpha", "beta", "init")
+
+
+def activation_params(activation_cfg: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in activation_cfg.items() if k in ACTIVATION_PARAMS}
+
+
+def applies(choices: dict[str, str]) -> str | None:
+    """Why the mean-field prediction does not apply to a run, or None if it does."""
+    if choices.get("model") != "mlp":
+        return "mean-field theory here covers plain MLPs (model=mlp)"
+    if choices.get("norm", "none") != "none":
+        return "mean-field theory here assumes no normalisation (norm=none)"
+    return None
+
+
+def for_config(cfg: Any, choices: dict[str, str], sigma_w2: float, sigma_b2: float,
+               q_input: float) -> dict[str, Any]:
+    """The prediction for a run's config and the variances its init drew."""
+    reason = applies(choices)
+    if reason:
+        return {"applies": False, "reason": reason}
+    params = activation_params(dict(cfg.activation))
+    prediction = predict(choices["activation"], sigma_w2, sigma_b2, int(cfg.model.depth),
+                         q_input=q_input, **params)
+    return {"applies": True, **prediction.as_dict()}
+
+
+def phase_diagram(activation: str, point: tuple[float, float] | None, path: Path,
+                  **params: float) -> Path:
+    """The order-to-chaos line sigma_w2(sigma_b2) of an activation, with a config's point
+    (Poole et al. 2016 / Schoenholz et al. 2017 style)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    b2 = np.concatenate([np.linspace(0.0, 0.05, 11), np.linspace(0.06, 0.5, 23)])
+    w2 = np.array([critical_sigma_w2(activation, b, **params) for b in b2])
+    fig = Figure(figsize=(6, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(b2, w2, color="black", label=r"critical line $\chi_1(q^*) = 1$")
+    top = max(float(np.nanmax(w2)) if np.isfinite(w2).any() else 2.0, point[0] if point else 0)
+    ax.fill_between(b2, 0, w2, color="tab:blue", alpha=0.15, label="ordered: gradients vanish")
+    ax.fill_between(b2, w2, top * 1.3, color="tab:red", alpha=0.15,
+                    label="chaotic: gradients explode")
+    if point:
+        ax.plot([point[1]], [point[0]], "o", color="tab:orange", markersize=9,
+                label=rf"this config ($\sigma_w^2$={point[0]:.3g}, $\sigma_b^2$={point[1]:.3g})")
+    ax.set_xlabel(r"bias variance $\sigma_b^2$")
+    ax.set_ylabel(r"weight variance $\sigma_w^2$ (times 1/fan_in)")
+    ax.set_title(f"Mean-field phase diagram: {activation}")
+    ax.set_ylim(0, top * 1.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return Path(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the prediction for a config given as Hydra overrides, without training."""
+    parser = argparse.ArgumentParser(description="mean-field prediction for a gradprobe config")
+    parser.add_argument("overrides", nargs="*", help="e.g. activation=tanh init=meanfield")
+    parser.add_argument("--phase-diagram", type=Path, help="also draw the phase diagram here")
+    parser.add_argument("--q-input", type=float, default=1.0,
+                        help="mean square of the input features (1 for standardised data)")
+    args = parser.parse_args(argv)
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from gradprobe.cli import CONF_DIR, choices_of, register_resolvers
+    from gradprobe.schema import validate
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=args.overrides, return_hydra_config=True)
+    choices = choices_of(cfg.hydra)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    validate(cfg)
+    if choices.get("init") == "meanfield":
+        sw2, sb2 = float(cfg.init.sigma_w2), float(cfg.init.sigma_b2)
+    else:  # what the chosen init draws, measured on the network it builds
+        from gradprobe.init import implied_variances
+        from gradprobe.run import build_network
+
+        implied = implied_variances(build_network(cfg, (int(cfg.model.width),), 10))
+        sw2, sb2 = implied["sigma_w2"], implied["sigma_b2"]
+    result = for_config(cfg, choices, sw2, sb2, args.q_input)
+    if not result["applies"]:
+        print(result["reason"])
+        return
+    print(f"{result['activation']}  sigma_w2={sw2:.4g} sigma_b2={sb2:.4g}  depth {result['depth']}")
+    print(f"  q* = {result['q_star']:.4g}   chi_1(q*) = {result['chi1_star']:.4f}   "
+          f"phase: {result['phase']}   depth scale xi = {result['depth_scale']:.3g} layers")
+    print(f"  predicted first/last back-propagated gradient norm ratio: "
+          f"{result['first_last_backprop_ratio']:.3e}")
+    print(json.dumps({k: result[k] for k in ("q_star", "chi1_star", "phase", "depth_scale",
+                                             "first_last_backprop_ratio")}))
+    if args.phase_diagram:
+        params = activation_params(dict(cfg.activation))
+        path = phase_diagram(result["activation"], (sw2, sb2), args.phase_diagram, **params)
+        print(f"phase diagram: {path}")
+
+
+if __name__ == "__main__":
+    main()
