@@ -68,6 +68,7 @@ def _net(*overrides: str):
     ("kaiming_uniform", lambda fan_in, fan_out: math.sqrt(2 / fan_in)),
     ("lecun_normal", lambda fan_in, fan_out: math.sqrt(1 / fan_in)),
     ("orthogonal", lambda fan_in, fan_out: math.sqrt(1 / max(fan_in, fan_out))),
+    ("meanfield", lambda fan_in, fan_out: math.sqrt(1 / fan_in)),  # sigma_w2 = 1
     ("default", lambda fan_in, fan_out: math.sqrt(1 / (3 * fan_in))),
 ])
 def test_init_schemes_draw_the_documented_variance(init: str, expected_std) -> None:

@@ -88,3 +88,19 @@ def test_measured_gradient_factor_matches_chi1(run, activation, sigma_w2, sigma_
     predicted = math.exp(np.mean([math.log(chi[k + 1]) for k in layers]))
     print(f"{activation} sigma_w2={sigma_w2}: measured {measured:.4f}, chi_1 {predicted:.4f}")
     assert measured == pytest.approx(predicted, rel=0.05), (measured, predicted)
+
+
+def test_every_mlp_run_records_the_prediction_beside_the_measurement(run) -> None:
+    summary = run("data=digits", "activation=sigmoid", "init=meanfield", "init.sigma_w2=1.0",
+                  "model.depth=6", "trainer.max_steps=1", "trainer.limit_val_batches=1",
+                  "trainer.limit_test_batches=1", "monitor.figures=true")
+    theory = summary["theory"]
+    assert theory["applies"] and theory["phase"] == "ordered"
+    assert theory["implied_sigma_w2"] == pytest.approx(1.0, rel=0.05)  # what the init drew
+    assert len(theory["relative_weight_gradients"]) == 6
+    predicted, measured = (theory["first_last_backprop_ratio"],
+                           theory["measured_first_last_backprop_ratio"])
+    assert measured == pytest.approx(predicted, rel=0.5)  # width 256: finite-size scatter
+    assert (Path(summary["run_dir"]) / "gradflow" / "figures" / "profile.png").exists()
+    other = run("data=digits", "model=resmlp", "trainer.max_steps=1", name="resmlp")
+    assert not other["theory"]["applies"] and "model=mlp" in other["theory"]["reason"]

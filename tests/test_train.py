@@ -152,6 +152,7 @@ def test_wandb_offline_run_holds_metrics_and_choices(run) -> None:
     assert record["summary"]["diagnosis/final"] == ", ".join(
         summary["diagnosis"]["final"]["verdicts"])
     assert "figures/heatmap" in logged
+    assert record["summary"]["theory/phase"] == summary["theory"]["phase"]  # mean-field beside
 
 
 def test_tensorboard_gets_metrics_and_histograms(run) -> None:

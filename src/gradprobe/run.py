@@ -3,6 +3,7 @@ fit -> test -> ``summary.json``. Everything a later reader needs is written into
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from pathlib import Path
@@ -90,6 +91,18 @@ def build_loggers(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
     return loggers
 
 
+def publish_theory(loggers: list, prediction: dict[str, Any]) -> None:
+    """The mean-field prediction, and the init probe's measurement, into the W&B summary."""
+    if not prediction.get("applies"):
+        return
+    keys = ("phase", "chi1_star", "q_star", "depth_scale", "first_last_backprop_ratio",
+            "measured_first_last_backprop_ratio", "sigma_w2", "sigma_b2")
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update({f"theory/{k}": prediction[k] for k in keys
+                                              if k in prediction})
+
+
 def close_loggers(loggers: list, status: str) -> None:
     """Flush every logger; end the W&B run, so the next run in this process starts its own."""
     for logger in loggers:
@@ -123,8 +136,11 @@ def predict_init(cfg: DictConfig, choices: dict[str, str], net: DepthNet,
     the training inputs' mean square, next to which the init probe's measurement is put."""
     implied = implied_variances(net)
     q_input = float(splits.train[0].float().pow(2).mean())
-    return theory.for_config(cfg, choices, implied["sigma_w2"], implied["sigma_b2"], q_input) \
-        | {"implied_sigma_w2": implied["sigma_w2"], "implied_sigma_b2": implied["sigma_b2"]}
+    in_features = math.prod(splits.input_shape)
+    prediction = theory.for_config(cfg, choices, implied["sigma_w2"], implied["sigma_b2"],
+                                   q_input, in_features)
+    return prediction | {"implied_sigma_w2": implied["sigma_w2"],
+                         "implied_sigma_b2": implied["sigma_b2"]}
 
 
 def place_job(cfg: DictConfig, job: dict[str, Any]) -> None:
@@ -172,6 +188,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     prediction = predict_init(cfg, choices, module.net, splits)
     loggers = build_loggers(cfg, run_dir, choices, overrides, group)
     monitor = build_monitor(cfg, choices, run_dir)
+    if monitor and prediction.get("applies"):
+        monitor.predicted_profile = prediction["relative_weight_gradients"]
     callbacks = build_callbacks(run_dir, interactive, monitor)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       logger=loggers or False, callbacks=callbacks,
@@ -181,6 +199,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     status = "failed"
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        if monitor and prediction.get("applies") and "init" in monitor.report:
+            prediction["measured_first_last_backprop_ratio"] = \
+                monitor.report["init"]["backprop_first_last_ratio"]
+        publish_theory(loggers, prediction)
         fit_metrics = record.numbers(trainer.callback_metrics)
         if monitor and monitor.diverged:  # a result, not an error: no test on non-finite weights
             status = "diverged"
@@ -203,8 +225,5 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     if monitor:
         summary["diagnosis"] = {k: monitor.report[k] for k in ("init", "final")
                                 if k in monitor.report}
-        if prediction.get("applies") and "init" in monitor.report:
-            prediction["measured_first_last_backprop_ratio"] = \
-                monitor.report["init"]["backprop_first_last_ratio"]
         summary["diverged"] = monitor.diverged
     return summary

@@ -186,6 +186,24 @@ def predict(activation: str, sigma_w2: float, sigma_b2: float, depth: int,
                       depth_scale(chi_star), q_layers, chi_layers, math.exp(log_ratio))
 
 
+def weight_gradient_profile(prediction: Prediction, in_features: int, width: int,
+                            q_input: float, **params: float) -> list[float]:
+    """Predicted ||dL/dW_l|| of the hidden layers, relative to the last one (= 1): per example
+    ||dL/dW_l||^2 = ||dL/dz_l||^2 ||h_{l-1}||^2, with E||dL/dz_l||^2 = E[phi'(z_l)^2]
+    E||dL/dh_l||^2 and E||dL/dh_l||^2 growing by chi_1 per layer toward the output."""
+    mf = MeanField(prediction.activation, prediction.sigma_w2, prediction.sigma_b2, params)
+    q = prediction.q_layers
+    dphi2 = [mf.chi1(ql) / mf.sigma_w2 for ql in q]
+    h2 = [in_features * q_input] + [
+        width * mf.q_next(ql) / mf.sigma_w2 - width * mf.sigma_b2 / mf.sigma_w2
+        for ql in q[:-1]]  # width * E[phi(z_l)^2], read off the variance map
+    log_sq = []
+    for layer in range(len(q)):
+        downstream = sum(math.log(c) for c in prediction.chi1_layers[layer + 1:])
+        log_sq.append(downstream + math.log(dphi2[layer]) + math.log(h2[layer]))
+    return [math.exp(0.5 * (v - log_sq[-1])) for v in log_sq]
+
+
 def critical_sigma_w2(activation: str, sigma_b2: float, low: float = 0.05, high: float = 20.0,
                       **params: float) -> float:
     """The sigma_w2 on the order-to-chaos line (chi_1(q*) = 1) for this sigma_b2, by bisection."""
@@ -220,7 +238,7 @@ def applies(choices: dict[str, str]) -> str | None:
 
 
 def for_config(cfg: Any, choices: dict[str, str], sigma_w2: float, sigma_b2: float,
-               q_input: float) -> dict[str, Any]:
+               q_input: float, in_features: int) -> dict[str, Any]:
     """The prediction for a run's config and the variances its init drew."""
     reason = applies(choices)
     if reason:
@@ -228,7 +246,9 @@ def for_config(cfg: Any, choices: dict[str, str], sigma_w2: float, sigma_b2: flo
     params = activation_params(dict(cfg.activation))
     prediction = predict(choices["activation"], sigma_w2, sigma_b2, int(cfg.model.depth),
                          q_input=q_input, **params)
-    return {"applies": True, **prediction.as_dict()}
+    return {"applies": True, **prediction.as_dict(), "relative_weight_gradients":
+            weight_gradient_profile(prediction, in_features, int(cfg.model.width), q_input,
+                                    **params)}
 
 
 def phase_diagram(activation: str, point: tuple[float, float] | None, path: Path,
@@ -289,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
 
         implied = implied_variances(build_network(cfg, (int(cfg.model.width),), 10))
         sw2, sb2 = implied["sigma_w2"], implied["sigma_b2"]
-    result = for_config(cfg, choices, sw2, sb2, args.q_input)
+    result = for_config(cfg, choices, sw2, sb2, args.q_input, int(cfg.model.width))
     if not result["applies"]:
         print(result["reason"])
         return

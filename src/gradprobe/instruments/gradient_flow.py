@@ -78,6 +78,8 @@ class GradientFlow(Callback):
         self.layers, self.out_dir, self.context = layers, out_dir, dict(context or {})
         self.figures = figures
         self.report: dict[str, Any] = {}
+        # hidden layers' predicted weight-gradient norms relative to the last (gradprobe.theory)
+        self.predicted_profile: list[float] | None = None
         self.diverged: dict[str, Any] | None = None
         self._row: Row | None = None
         self._weights_before: list[Tensor] | None = None
@@ -292,9 +294,20 @@ class GradientFlow(Callback):
         if self.figures:
             from gradprobe.figures import draw_all
 
-            self.report["figures"] = [str(p) for p in draw_all(out_dir.parent)]
+            self.report["figures"] = [str(p) for p in draw_all(out_dir.parent,
+                                                               self._predicted_norms())]
         for logger in trainer.loggers:
             publish(logger, self.report)
+
+
+    def _predicted_norms(self) -> dict[str, float] | None:
+        """The prediction anchored at the last hidden layer's measured norm at init."""
+        init = self.recorder.history[0] if self.recorder.history else None
+        if self.predicted_profile is None or init is None or init.step != 0:
+            return None
+        anchor = init.layers["grad_norm"][len(self.predicted_profile) - 1]
+        return {name: anchor * r for name, r in zip(self.names, self.predicted_profile,
+                                                    strict=False)}
 
 
 def global_norm_of(params: list[Tensor]) -> Tensor:
