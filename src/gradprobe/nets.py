@@ -30,14 +30,21 @@ def layer_name(index: int, depth: int) -> str:
     return f"layer_{index:0{max(2, len(str(depth)))}d}"
 
 
+def dropout_layer(p: float, alpha: bool = False) -> nn.Module:
+    """Standard dropout, or alpha dropout (keeps SELU's mean 0 / variance 1 fixed point)."""
+    if not p:
+        return nn.Identity()
+    return nn.AlphaDropout(p) if alpha else nn.Dropout(p)
+
+
 class Block(nn.Module):
     """Linear (or Conv1d) -> norm -> activation -> dropout."""
 
     def __init__(self, weight: nn.Module, norm: nn.Module, activation: nn.Module,
-                 dropout: float) -> None:
+                 dropout: float, alpha_dropout: bool = False) -> None:
         super().__init__()
         self.weight, self.norm, self.activation = weight, norm, activation
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = dropout_layer(dropout, alpha_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.activation(self.norm(self.weight(x))))
@@ -101,10 +108,11 @@ class ToChannels(nn.Module):
 
 
 def mlp(depth: int, width: int, dropout: float, activation: ModuleFactory,
-        norm: ModuleFactory, in_shape: tuple[int, ...], out_features: int) -> DepthNet:
+        norm: ModuleFactory, in_shape: tuple[int, ...], out_features: int,
+        alpha_dropout: bool = False) -> DepthNet:
     """``depth`` hidden blocks Linear -> norm -> activation of ``width`` units, then a Linear."""
     sizes = [math.prod(in_shape)] + [width] * depth
-    blocks = [Block(nn.Linear(a, b), norm(b), activation(), dropout)
+    blocks = [Block(nn.Linear(a, b), norm(b), activation(), dropout, alpha_dropout)
               for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
     return DepthNet(nn.Flatten(), blocks, nn.Linear(width, out_features))
 
