@@ -247,3 +247,22 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -
         assert any(float(r["act_saturated_frac"] or 0) > 0 for r in rows)
     if kind == "relu":
         assert any(float(r["act_dead_frac"] or 0) > 0 for r in rows)
+
+
+def test_jacobian_singular_values_match_the_analytic_jacobian() -> None:
+    from gradprobe.instruments.jacobian import block_inputs, mean_singular_values
+
+    net = gradprobe_net(nn.Tanh)
+    x = torch.randn(5, 4)
+    layers = net.layers()
+    inputs = block_inputs(layers, net, x)
+    measured = mean_singular_values(layers, inputs)
+    assert set(measured) == {"layer_02", "layer_03"}
+    for j, name in ((1, "layer_02"), (2, "layer_03")):
+        w = layers[j].weight.weight.detach().numpy().astype(np.float64)
+        b = layers[j].weight.bias.detach().numpy().astype(np.float64)
+        svs = []
+        for h in inputs[j].detach().numpy().astype(np.float64):
+            z = w @ h + b
+            svs += list(np.linalg.svd(np.diag(1 - np.tanh(z) ** 2) @ w, compute_uv=False))
+        assert measured[name] == pytest.approx(float(np.mean(svs)), rel=1e-4)

@@ -84,3 +84,15 @@ def test_selu2017_a_32_layer_selu_net_trains(tmp_path) -> None:
     jobs = preset(tmp_path, "selu2017", "activation=selu", "model.depth=32", "model.width=64",
                   "trainer.max_epochs=5")
     assert len(jobs) == 1 and acc(jobs[0]) >= 0.5
+
+
+def test_glorot2010_init_jacobian_singular_values_and_gradient_decay(tmp_path) -> None:
+    """Standard init: mean singular value ~0.5 and gradients shrinking toward the input;
+    normalized (Xavier): ~0.8 and level (the paper: 0.5 vs 0.8, width 1000; here 300)."""
+    jobs = preset(tmp_path, "glorot2010_init", "data=mnist1d", "model.width=300",
+                  "monitor.jacobian_examples=8", "trainer.max_steps=1")
+    standard, xavier = pick(jobs, init="default"), pick(jobs, init="xavier_uniform")
+    sv = (standard["jacobian"]["mean_singular_value"], xavier["jacobian"]["mean_singular_value"])
+    assert 0.4 < sv[0] < 0.6 and 0.7 < sv[1] < 0.9, sv
+    decay = [j["diagnosis"]["init"]["backprop_first_last_ratio"] for j in (standard, xavier)]
+    assert decay[0] < 0.3 and decay[1] > 0.6, decay

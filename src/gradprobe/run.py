@@ -24,6 +24,7 @@ from gradprobe import record, theory
 from gradprobe.data import InMemoryDataModule, Splits
 from gradprobe.init import implied_variances, initialize
 from gradprobe.instruments import GradientFlow
+from gradprobe.instruments.jacobian import JacobianSpectrum
 from gradprobe.module import GradprobeModule
 from gradprobe.nets import DepthNet
 from gradprobe.sweep import gpu_for_job
@@ -114,6 +115,7 @@ def close_loggers(loggers: list, status: str) -> None:
 def build_monitor(cfg: DictConfig, choices: dict[str, str], run_dir: Path) -> GradientFlow | None:
     """The ``monitor`` group's instruments, told the run's choices to phrase their remedies."""
     settings = OmegaConf.to_container(cfg.monitor, resolve=True)
+    settings.pop("jacobian_examples", None)  # its own callback, JacobianSpectrum
     if not settings.pop("enabled"):
         return None
     context = dict(choices) | {"lr": cfg.optimizer.get("lr"),
@@ -121,13 +123,14 @@ def build_monitor(cfg: DictConfig, choices: dict[str, str], run_dir: Path) -> Gr
     return GradientFlow(**settings, out_dir=run_dir / "gradflow", context=context)
 
 
-def build_callbacks(run_dir: Path, interactive: bool,
-                    monitor: GradientFlow | None) -> list[Callback]:
+def build_callbacks(run_dir: Path, interactive: bool, monitor: GradientFlow | None,
+                    jacobian: JacobianSpectrum | None = None) -> list[Callback]:
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
                                   auto_insert_metric_name=False, monitor="val/loss", mode="min",
                                   save_last=True)
     extras = [RichProgressBar()] if interactive else []
-    return [checkpoints, *([monitor] if monitor else []), *extras]
+    instruments = [c for c in (monitor, jacobian) if c is not None]
+    return [checkpoints, *instruments, *extras]
 
 
 def predict_init(cfg: DictConfig, choices: dict[str, str], net: DepthNet,
@@ -190,7 +193,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     monitor = build_monitor(cfg, choices, run_dir)
     if monitor and prediction.get("applies"):
         monitor.predicted_profile = prediction["relative_weight_gradients"]
-    callbacks = build_callbacks(run_dir, interactive, monitor)
+    examples = cfg.monitor.get("jacobian_examples", 0) if cfg.monitor.enabled else 0
+    jacobian = JacobianSpectrum(examples, run_dir / "gradflow") if examples else None
+    callbacks = build_callbacks(run_dir, interactive, monitor, jacobian)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       logger=loggers or False, callbacks=callbacks,
                                       enable_progress_bar=interactive,
@@ -222,6 +227,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
         "num_parameters": sum(p.numel() for p in module.parameters()),
     }
     summary["theory"] = prediction
+    if jacobian:
+        summary["jacobian"] = jacobian.result
     if monitor:
         summary["diagnosis"] = {k: monitor.report[k] for k in ("init", "final")
                                 if k in monitor.report}

@@ -101,6 +101,7 @@ RULES: tuple[Rule, ...] = (
     Rule("monitor.every_n_steps", "an integer >= 1", integer(1)),
     Rule("monitor.histogram_every_n_steps", "an integer >= 1", integer(1)),
     Rule("monitor.flush_every_n_samples", "an integer >= 1", integer(1)),
+    Rule("monitor.jacobian_examples", "an integer >= 0", integer(0)),
     Rule("monitor.saturation_margin", "a number in (0, 0.5)", number(0, 0.5, low_open=True)),
     Rule("monitor.thresholds.vanishing_ratio", "a number in (0, 1)",
          number(0, 1, low_open=True)),
