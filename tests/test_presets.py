@@ -96,3 +96,21 @@ def test_glorot2010_init_jacobian_singular_values_and_gradient_decay(tmp_path) -
     assert 0.4 < sv[0] < 0.6 and 0.7 < sv[1] < 0.9, sv
     decay = [j["diagnosis"]["init"]["backprop_first_last_ratio"] for j in (standard, xavier)]
     assert decay[0] < 0.3 and decay[1] > 0.6, decay
+
+
+def act_means(job: dict, layer: str) -> list[float]:
+    import csv
+    from pathlib import Path
+
+    with open(Path(job["run_dir"]) / "gradflow" / "layers.csv") as f:
+        return [float(r["act_mean"]) for r in csv.DictReader(f) if r["layer"] == layer]
+
+
+def test_glorot2010_saturation_top_sigmoid_layer_collapses(tmp_path) -> None:
+    jobs = preset(tmp_path, "glorot2010_saturation", "data=mnist1d", "model.width=256",
+                  "trainer.max_epochs=2", "activation=sigmoid,tanh")
+    sigmoid, tanh = pick(jobs, activation="sigmoid"), pick(jobs, activation="tanh")
+    top, bottom = act_means(sigmoid, "layer_04"), act_means(sigmoid, "layer_01")
+    assert top[0] > 0.45 and top[-1] < 0.25, top  # the top layer is driven toward 0
+    assert all(0.45 < m < 0.55 for m in bottom)  # the lowest stays near 0.5
+    assert all(abs(m) < 0.1 for m in act_means(tanh, "layer_04"))  # the control does not
