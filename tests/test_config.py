@@ -121,7 +121,8 @@ def test_cli_bad_value_fails_fast_without_torch() -> None:
           f"{time.perf_counter() - start:.2f} s with interpreter start")
     assert (code, torch_loaded) == ("2", "False")
     assert out.stderr.strip().splitlines() == [
-        "config error: model.depth=0 is not allowed; expected an integer >= 1"]
+        "config error: model.depth=0 is not allowed; expected an integer >= 1 "
+        "(only model=linear has no hidden layer)"]
 
 
 def test_slurm_launcher_preset_composes() -> None:

@@ -117,6 +117,12 @@ def mlp(depth: int, width: int, dropout: float, activation: ModuleFactory,
     return DepthNet(nn.Flatten(), blocks, nn.Linear(width, out_features))
 
 
+def linear(activation: ModuleFactory, norm: ModuleFactory, in_shape: tuple[int, ...],
+           out_features: int, **_: object) -> DepthNet:
+    """No hidden layer: logistic (or linear) regression, the baseline of a depth study."""
+    return DepthNet(nn.Flatten(), [], nn.Linear(math.prod(in_shape), out_features))
+
+
 def resmlp(depth: int, width: int, dropout: float, activation: ModuleFactory,
            norm: ModuleFactory, in_shape: tuple[int, ...], out_features: int) -> DepthNet:
     """A plain first block (it changes the width), then ``depth - 1`` pre-norm residual blocks;

@@ -66,8 +66,9 @@ RULES: tuple[Rule, ...] = (
     Rule("seed", "an integer >= 0", integer(0)),
     Rule("threads", "null or an integer >= 1", optional(integer(1))),
     Rule("task", "'classification' or 'regression'", one_of("classification", "regression")),
-    Rule("model.depth", "an integer >= 1", integer(1)),
-    Rule("model.width", "an integer >= 1", integer(1)),
+    Rule("model.depth", "an integer >= 1 (model=linear: 0)",
+         lambda v: _is_int(v) and v >= 0),
+    Rule("model.width", "an integer >= 1 (model=linear: 0)", lambda v: _is_int(v) and v >= 0),
     Rule("model.dropout", "a number in [0, 1)", number(0, 1)),
     Rule("model.kernel_size", "an odd integer >= 1", lambda v: _is_int(v) and v >= 1 and v % 2),
     Rule("activation.negative_slope", "a number >= 0", number(0)),
@@ -146,6 +147,12 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"config error: {rule.key}={value!r} is not allowed; expected {rule.allowed}"
             )
+    model = cfg.get("model", {})
+    if str(model.get("_target_", "")).rsplit(".", 1)[-1] != "linear":
+        for key in ("depth", "width"):
+            if model.get(key) == 0:
+                raise ConfigError(f"config error: model.{key}=0 is not allowed; expected an "
+                                  "integer >= 1 (only model=linear has no hidden layer)")
     trainer = cfg.get("trainer", {})
     if trainer.get("max_epochs") == -1 and trainer.get("max_steps") == -1:
         raise ConfigError("config error: trainer.max_epochs=-1 and trainer.max_steps=-1 would "
