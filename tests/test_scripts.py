@@ -20,3 +20,14 @@ def test_bench_monitor_runs_and_writes_its_table(tmp_path) -> None:
     assert set(table["results"]) == {"plain", "off", "default", "wandb_watch"}
     assert table["results"]["plain"]["vs_plain"] == 1.0
     assert set(table["info"]["in_run_overhead"]) == {"off", "default", "wandb_watch"}
+
+
+def test_reproduce_writes_its_table_from_the_runs(tmp_path) -> None:
+    out = tmp_path / "docs" / "reproductions.md"
+    subprocess.run([sys.executable, "scripts/reproduce.py", "--scale", "small", "--preset",
+                    "meanfield_check", "--out", str(out), "--work", str(tmp_path / "work")],
+                   cwd=REPO, check=True, capture_output=True, timeout=600,
+                   env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
+    table = out.read_text()
+    assert "| Schoenholz et al. 2017 |" in table and "experiment=meanfield_check" in table
+    assert "| reproduced |" in table and "vs chi_1" in table

@@ -191,3 +191,10 @@ def test_resume_continues_to_the_same_numbers(tmp_path) -> None:
     out = subprocess.run([sys.executable, "train.py", f"resume={part_dir}"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "already ended with status completed" in out.stderr
+
+
+def test_linear_model_runs_with_instruments_and_figures(run) -> None:
+    summary = run("model=linear", "monitor.figures=true", *SHORT)
+    figures = Path(summary["run_dir"]) / "gradflow" / "figures"
+    assert summary["status"] == "completed" and (figures / "heatmap.png").exists()
+    assert summary["num_parameters"] == 40 * 10 + 10

@@ -317,7 +317,7 @@ def draw_all(run_dir: Path, predicted: dict[str, float] | None = None,
     out = Path(run_dir) / "gradflow" / "figures"
     paths = [heatmap(record, out / "heatmap.png", title_suffix),
              profile(record, out / "profile.png", title_suffix, predicted=predicted)]
-    if record.hist is not None:
-        paths.append(activations(record, out / "activations.png", title_suffix))
+    if record.hist is not None and record.hist.act_counts.sum() > 0:  # a net without hidden
+        paths.append(activations(record, out / "activations.png", title_suffix))  # layers has none
     paths.append(dead_saturated(record, out / "dead_saturated.png", title_suffix))
     return paths

@@ -294,8 +294,11 @@ class GradientFlow(Callback):
         if self.figures:
             from gradprobe.figures import draw_all
 
-            self.report["figures"] = [str(p) for p in draw_all(out_dir.parent,
-                                                               self._predicted_norms())]
+            try:  # a figure that cannot be drawn must not fail the run that measured it
+                self.report["figures"] = [str(p) for p in draw_all(out_dir.parent,
+                                                                   self._predicted_norms())]
+            except Exception:
+                log.exception("the gradient-flow figures could not be drawn")
         for logger in trainer.loggers:
             publish(logger, self.report)
 
