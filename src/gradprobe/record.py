@@ -21,8 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 SUMMARY = "summary.json"
 RESOLVED_CONFIG = "config_resolved.yaml"
-FINISHED = ("completed", "diverged", "failed")  # "running" (killed) and "interrupted" are not
-RESUMABLE = ("running", "interrupted", "failed")
+RESUMABLE = ("running", "interrupted", "failed")  # "running" in a dead process: killed
 PACKAGES = ("gradprobe", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf",
             "wandb", "numpy", "mnist1d", "scikit-learn", "torchvision")
 REPO = Path(__file__).resolve().parents[2]
