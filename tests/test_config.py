@@ -70,6 +70,8 @@ BAD_VALUES = [
     ("trainer.max_epochs=0", "trainer.max_epochs=0", "an integer >= 1, or -1"),
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1", "null or a number > 0"),
     ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0", "integer >= 1"),
+    ("engine.compile=cuda", "engine.compile='cuda'", "'none' or 'graph'"),
+    ("engine.steps_per_call=0", "engine.steps_per_call=0", "integer >= 1"),
     ("task=clustering", "task='clustering'", "'classification' or 'regression'"),
 ]
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 Pair = tuple[Tensor, Tensor]
 
@@ -157,6 +157,29 @@ class IndexedTensors(Dataset):
         return self.x[idx], self.y[idx]
 
 
+class StepChunks(Sampler):
+    """Groups a sampler's order into chunks of up to ``steps`` batches, yielded as one
+    ``(steps, batch_size)`` index tensor: one Lightning call then trains several optimizer steps
+    on exactly the batches it would have seen one by one (last partial batch dropped). ``limit``
+    is Lightning's ``limit_train_batches`` in batches: a count, or a fraction of the epoch."""
+
+    def __init__(self, sampler: Sampler, batch_size: int, steps: int,
+                 limit: int | float = 1.0) -> None:
+        self.sampler, self.batch_size, self.steps, self.limit = sampler, batch_size, steps, limit
+
+    @property
+    def batches(self) -> int:
+        full = len(self.sampler) // self.batch_size
+        return min(full, self.limit) if isinstance(self.limit, int) else int(full * self.limit)
+
+    def __len__(self) -> int:
+        return -(-self.batches // self.steps)
+
+    def __iter__(self):
+        order = torch.as_tensor(list(self.sampler))[:self.batches * self.batch_size]
+        yield from order.view(-1, self.batch_size).split(self.steps)
+
+
 def _as_batch(batch: Pair) -> Pair:
     """The collate function: ``__getitems__`` already returned the batch."""
     return batch
@@ -167,13 +190,16 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     Training order is ``DistributedSampler``'s: a permutation seeded by ``seed + epoch``, so a run
     resumed from a checkpoint sees the same batches as an uninterrupted one; under DDP each rank
-    takes its own shard of it.
+    takes its own shard of it. With ``steps_per_call > 1`` a training batch is a
+    :class:`StepChunks` chunk of that many batches (``limit``, Lightning's
+    ``limit_train_batches``, then counts batches, not chunks).
     """
 
-    def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int) -> None:
+    def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int,
+                 steps_per_call: int = 1, limit: int | float = 1.0) -> None:
         super().__init__()
         self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
-        self.seed = seed
+        self.seed, self.steps_per_call, self.limit = seed, steps_per_call, limit
         self.sets: dict[str, IndexedTensors] = {}
 
     def setup(self, stage: str) -> None:
@@ -191,8 +217,12 @@ class InMemoryDataModule(pl.LightningDataModule):
             else (1, 0)
         sampler = DistributedSampler(data, num_replicas=replicas, rank=rank, shuffle=True,
                                      seed=self.seed)
-        return DataLoader(data, batch_size=min(self.batch_size, len(data)), sampler=sampler,
-                          drop_last=True, collate_fn=_as_batch)
+        batch_size = min(self.batch_size, len(data))
+        if self.steps_per_call > 1:
+            chunks = StepChunks(sampler, batch_size, self.steps_per_call, self.limit)
+            return DataLoader(data, batch_sampler=chunks, collate_fn=_as_batch)
+        return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True,
+                          collate_fn=_as_batch)
 
     def _eval_loader(self, name: str) -> DataLoader:
         return DataLoader(self.sets[name], batch_size=self.eval_batch_size, collate_fn=_as_batch)

@@ -1,5 +1,15 @@
 """The one LightningModule: a built network, a loss and torchmetrics, with nothing dataset-specific.
 
+The training step is kept lean: the training loss is summed on the device and logged once per
+epoch (plus every ``log_every_n_steps``-th step's value, written at the epoch's end), because
+``self.log`` on every step costs more than the arithmetic of a small network. With
+``steps_per_call > 1`` one Lightning call trains a chunk of batches (``data.StepChunks``) with
+manual optimization: steps an instrument samples (callbacks with ``wants_step(step)``) go through
+Lightning's optimizer wrapper so every hook fires; the others call the torch optimizer directly
+and only advance Lightning's step counter. Same batches, same updates, same ``global_step``.
+With ``compile="graph"`` on a CUDA device those unsampled steps replay a captured CUDA graph
+(:mod:`gradprobe.step_graph`); elsewhere the run warns once and stays eager.
+
 Only plain hyperparameters (optimizer and scheduler configs as dicts, the run's resolved config)
 are saved, so checkpoints load with ``torch.load(weights_only=True)``. The network, loss and
 metrics are passed back in to ``load_from_checkpoint`` (or use :func:`gradprobe.run.load_module`,
@@ -8,6 +18,7 @@ which rebuilds them from the saved config).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,13 +27,19 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from gradprobe.step_graph import StepGraph, capturable_kwargs, graph_unavailable
+
+log = logging.getLogger("gradprobe")
+
 
 class GradprobeModule(pl.LightningModule):
     def __init__(self, net: nn.Module, loss: nn.Module, metrics: MetricCollection,
                  optimizer: dict[str, Any], scheduler: dict[str, Any] | None = None,
                  run_config: dict[str, Any] | None = None,
-                 data_shape: dict[str, Any] | None = None) -> None:
+                 data_shape: dict[str, Any] | None = None, steps_per_call: int = 1,
+                 compile: str = "none") -> None:
         super().__init__()
+        self.automatic_optimization = steps_per_call == 1
         # run_config and data_shape are kept so a checkpoint can rebuild its own network; the
         # config reaches the loggers from the run (flat, with the Hydra choices), not from here.
         self.save_hyperparameters(ignore=["net", "loss", "metrics"], logger=False)
@@ -30,35 +47,122 @@ class GradprobeModule(pl.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self._loss_sum: Tensor | float = 0.0  # this epoch's training losses, on the device
+        self._loss_count = 0
+        self._step_losses: list[tuple[int, Tensor]] = []  # (step, loss) every log_every_n_steps
+        self._graph: StepGraph | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch
         out = self.net(x)
-        loss = self.loss(out, y)
         metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(out.detach(), y)
-        training = stage == "train"
-        # val/test losses are averaged over DDP ranks at epoch end; syncing the training loss
-        # would cost an all-reduce on every step.
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=True,
-                 batch_size=len(x), sync_dist=not training)
+        metrics.update(out, y)
+        # averaged over DDP ranks at epoch end (validation and test are not the hot path)
+        self.log(f"{stage}/loss", self.loss(out, y), on_epoch=True, prog_bar=True,
+                 batch_size=len(x), sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+
+    def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        out = self.net(x)
+        loss = self.loss(out, y)
+        self._account(out.detach(), loss.detach(), y)
         return loss
 
+    def _account(self, out: Tensor, loss: Tensor, y: Tensor) -> None:
+        """A batch's loss and metrics, accumulated without leaving the device."""
+        self.train_metrics.update(out, y)
+        self._loss_sum = self._loss_sum + loss
+        self._loss_count += 1
+        step = self.trainer.global_step
+        logged = self._step_losses and self._step_losses[-1][0] == step  # accumulation
+        if step % self.trainer.log_every_n_steps == 0 and not logged:
+            self._step_losses.append((step, loss))
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        x, y = batch
+        if self.automatic_optimization:
+            return self._forward_loss(x, y)
+        losses = []
+        for xb, yb in zip(x, y, strict=True):  # a (steps, batch, ...) chunk
+            if self._max_steps_reached():
+                break
+            losses.append(self._optimizer_step(xb, yb))
+        # Lightning logs at a step that counts its calls; +1 after this call = optimizer steps.
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.trainer.global_step - 1
+        return torch.stack(losses).sum() if losses else None
+
+    def _optimizer_step(self, x: Tensor, y: Tensor) -> Tensor:
+        """One optimizer step under manual optimization (see the module docstring)."""
+        optimizer = self.optimizers()
+        if any(wants(self.trainer.global_step) for wants in self._instrumented):
+            loss = self._forward_loss(x, y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            return loss.detach()
+        if self._graph is not None:
+            out, loss = self._graph.step(x, y)
+            self._account(out, loss, y)
+        else:
+            loss = self._forward_loss(x, y)
+            optimizer.optimizer.zero_grad()
+            loss.backward()
+            optimizer.optimizer.step()
+        optimizer._on_before_step()  # Lightning's step counter, as LightningOptimizer counts
+        optimizer._on_after_step()
+        return loss.detach()
+
+    def _max_steps_reached(self) -> bool:
+        max_steps = self.trainer.max_steps
+        return max_steps >= 0 and self.trainer.global_step >= max_steps
+
+    def on_train_start(self) -> None:
+        self._instrumented = [cb.wants_step for cb in self.trainer.callbacks
+                              if callable(getattr(cb, "wants_step", None))]
+        if self.hparams.compile != "graph":
+            return
+        reason = graph_unavailable(self.device, self.hparams.steps_per_call)
+        if reason is None:
+            self._graph = StepGraph(self.net, self.loss, self.optimizers().optimizer)
+        elif self.trainer.is_global_zero:
+            log.warning("engine.compile=graph: %s; training eagerly", reason)
+
+    def on_train_epoch_end(self) -> None:
+        if self._loss_count:
+            self.log("train/loss", self._loss_sum / self._loss_count, prog_bar=True)
+            self.log_dict(self.train_metrics.compute(), prog_bar=True)
+            self.train_metrics.reset()
+        self._loss_sum, self._loss_count = 0.0, 0
+        self._flush_step_losses()
+        if not self.automatic_optimization:
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()
+
+    def _flush_step_losses(self) -> None:
+        """The sampled steps' losses to every logger, in one host copy."""
+        if not self._step_losses:
+            return
+        steps, values = zip(*self._step_losses, strict=True)
+        self._step_losses = []
+        for step, value in zip(steps, torch.stack(values).tolist(), strict=True):
+            for logger in self.loggers:
+                logger.log_metrics({"train/loss_step": value}, step=step)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._evaluate(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        factory = instantiate(self.hparams.optimizer)
+        capture = self.hparams.compile == "graph" and not graph_unavailable(
+            self.device, self.hparams.steps_per_call)
+        optimizer = factory(self.parameters(), **(capturable_kwargs(factory) if capture else {}))
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer)

@@ -3,6 +3,7 @@ fit -> test -> ``summary.json``. Everything a later reader needs is written into
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -28,6 +29,8 @@ from gradprobe.instruments.jacobian import JacobianSpectrum
 from gradprobe.module import GradprobeModule
 from gradprobe.nets import DepthNet
 from gradprobe.sweep import gpu_for_job
+
+log = logging.getLogger("gradprobe")
 
 # The run dir holds more than the CSV logger's files, which is intended; and a Lightning-internal
 # deprecation notice that users cannot act on.
@@ -55,15 +58,31 @@ def loss_and_metrics(task: str, num_outputs: int) -> tuple[nn.Module, MetricColl
                                            "r2": R2Score(multioutput="uniform_average")})
 
 
-def build_module(cfg: DictConfig, input_shape: tuple[int, ...],
-                 num_outputs: int) -> GradprobeModule:
+def build_module(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int,
+                 steps_per_call: int = 1, compile: str = "none") -> GradprobeModule:
     net = build_network(cfg, input_shape, num_outputs)
     loss, metrics = loss_and_metrics(cfg.task, num_outputs)
     plain = OmegaConf.to_container(cfg, resolve=True)
     return GradprobeModule(net, loss, metrics, optimizer=plain["optimizer"],
                            scheduler=plain["scheduler"] or None, run_config=plain,
                            data_shape={"input_shape": list(input_shape),
-                                       "num_outputs": num_outputs})
+                                       "num_outputs": num_outputs},
+                           steps_per_call=steps_per_call, compile=compile)
+
+
+def steps_per_call(cfg: DictConfig) -> int:
+    """``engine.steps_per_call``, or 1 where Lightning must drive every optimizer step itself:
+    gradient accumulation, gradient clipping, more than one device."""
+    trainer, wanted = cfg.trainer, cfg.engine.steps_per_call
+    devices = trainer.get("devices", 1)
+    one_device = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1) or (
+        devices == "auto" and trainer.get("accelerator") == "cpu")
+    if wanted > 1 and (trainer.accumulate_grad_batches > 1 or trainer.gradient_clip_val
+                       or not one_device or trainer.get("num_nodes", 1) > 1):
+        log.info("engine.steps_per_call=%d needs accumulate_grad_batches=1, no gradient "
+                 "clipping and one device; training one step per Lightning call", wanted)
+        return 1
+    return wanted
 
 
 def load_module(checkpoint: str | Path) -> GradprobeModule:
@@ -185,9 +204,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     splits: Splits = instantiate(cfg.data.source)
+    chunk = steps_per_call(cfg)
+    # With chunks the datamodule applies limit_train_batches (in batches, not chunks).
+    limit = cfg.trainer.limit_train_batches if chunk > 1 else 1.0
     datamodule = InMemoryDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
-                                    cfg.seed)
-    module = build_module(cfg, splits.input_shape, splits.num_outputs)
+                                    cfg.seed, steps_per_call=chunk, limit=limit)
+    module = build_module(cfg, splits.input_shape, splits.num_outputs, chunk, cfg.engine.compile)
     prediction = predict_init(cfg, choices, module.net, splits)
     loggers = build_loggers(cfg, run_dir, choices, overrides, group)
     monitor = build_monitor(cfg, choices, run_dir)
@@ -199,7 +221,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       logger=loggers or False, callbacks=callbacks,
                                       enable_progress_bar=interactive,
-                                      enable_model_summary=interactive)
+                                      enable_model_summary=interactive,
+                                      **({"limit_train_batches": 1.0} if chunk > 1 else {}))
 
     status = "failed"
     try:

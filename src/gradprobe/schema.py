@@ -109,6 +109,8 @@ RULES: tuple[Rule, ...] = (
     Rule("monitor.thresholds.exploding_ratio", "a number > 1", number(1, low_open=True)),
     Rule("monitor.thresholds.dead_frac", "a number in [0, 1)", number(0, 1)),
     Rule("monitor.thresholds.saturated_frac", "a number in [0, 1)", number(0, 1)),
+    Rule("engine.steps_per_call", "an integer >= 1", integer(1)),
+    Rule("engine.compile", "'none' or 'graph'", one_of("none", "graph")),
     Rule("trainer.max_epochs", "an integer >= 1, or -1 for no limit", integer(1, -1)),
     Rule("trainer.max_steps", "an integer >= 1, or -1 for no limit", integer(1, -1)),
     Rule("trainer.accumulate_grad_batches", "an integer >= 1", integer(1)),

@@ -8,7 +8,9 @@ handled) one row is sampled:
   the first/last hidden layer ratio. Fused ``torch._foreach_norm`` calls, no host sync;
 * the global norm after clipping and ||dW|| / ||W|| of the update, in optimizer step hooks;
 * activations and the back-propagated gradient dL/dh at each block's output, from hooks that
-  are attached only for the first micro-batch of a sampled step and removed after its backward.
+  are attached only for the first micro-batch of a sampled step and removed after its backward
+  (a forward pre-hook on the first layer decides, so this works however many optimizer steps
+  one Lightning call takes; ``wants_step`` tells a module which steps need Lightning's hooks).
 
 Step 0 is always sampled: it is the *init probe*, measured on the first batch before any update.
 Rows stay on the device and are flushed (one host copy) every ``flush_every_n_samples`` samples,
@@ -31,6 +33,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from gradprobe.data import StepChunks
 from gradprobe.instruments import diagnosis
 from gradprobe.instruments.layers import find_layers
 from gradprobe.instruments.recorder import LAYER_STATS, STEP_STATS, Recorder, Row
@@ -84,33 +87,39 @@ class GradientFlow(Callback):
         self._row: Row | None = None
         self._weights_before: list[Tensor] | None = None
         self._hooks: list[Any] = []
-        self._opt_hooks: list[Any] = []
+        self._run_hooks: list[Any] = []
 
     # ------------------------------------------------------------------ set-up and tear-down
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self.layers = self.layers or find_layers(pl_module)
-        self.names = [layer.name for layer in self.layers]
-        self.weights = [layer.weight.weight for layer in self.layers]
+        self.watch(self.layers or find_layers(pl_module),
+                   Path(self.out_dir or Path(trainer.default_root_dir) / "gradflow"))
+
+    def watch(self, layers: list[Layer], out_dir: Path, last_step: int = -1) -> None:
+        """The layers to measure and where their records go (``setup`` does this for a
+        Trainer; the ensemble trainer calls it for each member)."""
+        self.layers, self.names = layers, [layer.name for layer in layers]
+        self.weights = [layer.weight.weight for layer in layers]
         self.numel = torch.tensor([float(w.numel()) for w in self.weights])
-        out_dir = Path(self.out_dir or Path(trainer.default_root_dir) / "gradflow")
         self.recorder = Recorder(out_dir, self.names)
-        self._last_step = -1
+        self._last_step = last_step
+        self._watched: list[tuple[int, Tensor]] = []
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.numel = self.numel.to(pl_module.device)
-        self._watched: list[tuple[int, Tensor]] = []
-        total = trainer.estimated_stepping_batches
-        self._last_step = int(total) - 1 if math.isfinite(total) else -1
+        self._trainer = trainer
+        self._last_step = last_step(trainer)
         for optimizer in trainer.optimizers:
-            self._opt_hooks.append(optimizer.register_step_post_hook(self._after_update))
+            self._run_hooks.append(optimizer.register_step_post_hook(self._after_update))
+        self._run_hooks.append(self.layers[0].block.register_forward_pre_hook(self._on_forward))
+        self._completed = False
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for hook in self._opt_hooks:
+        for hook in self._run_hooks:
             hook.remove()
-        self._opt_hooks = []
+        self._run_hooks = []
         self._remove_hooks()
         self._check_divergence(trainer)
         self._flush(trainer)
@@ -124,7 +133,8 @@ class GradientFlow(Callback):
 
     # ------------------------------------------------------------------ the sampling schedule
 
-    def _sampled(self, step: int) -> bool:
+    def wants_step(self, step: int) -> bool:
+        """Whether optimizer step ``step`` is sampled (and so needs Lightning's hooks)."""
         return step % self.every == 0 or self._histogram_step(step)
 
     def _histogram_step(self, step: int) -> bool:
@@ -133,22 +143,30 @@ class GradientFlow(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
-        self._batch_step = step = trainer.global_step
-        first_micro_batch = batch_idx % trainer.accumulate_grad_batches == 0
-        if first_micro_batch and self._sampled(step):
-            self._row = self.recorder.new_row(step, pl_module.device)
-            if self._histogram_step(step):
-                self._row.act_hist = torch.zeros(len(self.layers), ACT_BINS.count,
-                                                 dtype=torch.long, device=pl_module.device)
-            self._attach_hooks(trainer)
+        self._batch_step = trainer.global_step
+
+    def _on_forward(self, module: torch.nn.Module, args: Any) -> None:
+        """Forward pre-hook of the first layer: the first training forward of a sampled step
+        (its first micro-batch) starts the step's row and attaches the activation hooks."""
+        step = self._trainer.global_step
+        if not module.training or self._row is not None or not self.wants_step(step):
+            return
+        self._row = self.new_row(step)
+        self._attach_hooks(self._trainer)
+
+    def new_row(self, step: int) -> Row:
+        """An empty row for ``step`` on the device (with an activation histogram if due)."""
+        row = self.recorder.new_row(step, self.numel.device)
+        if self._histogram_step(step):
+            row.act_hist = torch.zeros(len(self.layers), ACT_BINS.count, dtype=torch.long,
+                                       device=self.numel.device)
+        return row
 
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._hooks:
             self._remove_hooks()
             row = self._row
-            norms = [n if n is not None else torch.tensor(math.nan, device=row.layers.device)
-                     for n in self._backprop]
-            row.layers[_L["backprop_norm"]] = torch.stack(norms)
+            record_backprop(row, self._backprop)
 
     # ------------------------------------------------------------------ gradients and updates
 
@@ -158,27 +176,12 @@ class GradientFlow(Callback):
         row = self._row
         if row is None or row.step != trainer.global_step:
             return
-        # One fused norm over every gradient gives the global norm and, by index, the layers'.
-        params = [p for p in pl_module.parameters() if p.grad is not None]
-        all_norms = torch.stack(torch._foreach_norm([p.grad for p in params]))
-        position = {id(p): i for i, p in enumerate(params)}
+        weight_ids = {id(w) for w in self.weights}
+        others = [p.grad for p in pl_module.parameters()
+                  if p.grad is not None and id(p) not in weight_ids]
         grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights]
-        norms = torch.stack([all_norms[position[id(w)]] if id(w) in position
-                             else all_norms.new_zeros(()) for w in self.weights])
-        self._weight_norms = torch.stack(torch._foreach_norm(self.weights))
-        row.layers[_L["grad_norm"]] = norms
-        row.layers[_L["weight_norm"]] = self._weight_norms
-        row.layers[_L["grad_ratio"]] = norms / self._weight_norms
-        row.layers[_L["grad_mean_abs"]] = torch.stack(torch._foreach_norm(grads, 1)) / self.numel
-        last_hidden = max(len(self.layers) - 2, 0)
-        row.steps[_S["grad_first_last_ratio"]] = norms[0] / norms[last_hidden]
-        global_norm = torch.linalg.vector_norm(all_norms)
-        row.steps[_S["grad_global_norm_preclip"]] = global_norm
-        if not trainer.gradient_clip_val:  # nothing will clip: the norm after is the same
-            row.steps[_S["grad_global_norm"]] = global_norm
-        self._watch_finite(global_norm, row.step)
-        if self._histogram_step(row.step):
-            row.grad_hist = GRAD_BINS.counts_per_tensor([log10_abs(g) for g in grads])
+        self._weight_norms = self.measure_gradients(row, self.weights, grads, others,
+                                                    clipping=bool(trainer.gradient_clip_val))
         # Clipping (next, inside Lightning) changes gradients, not weights: the snapshot for the
         # update ratio can be taken now.
         self._weights_before = torch._foreach_mul(self.weights, 1.0)
@@ -196,42 +199,36 @@ class GradientFlow(Callback):
         if self._clipping:
             self._row.steps[_S["grad_global_norm"]] = global_norm_of(
                 [p for group in optimizer.param_groups for p in group["params"]])
-        change = torch.stack(torch._foreach_norm(torch._foreach_sub(self.weights, before)))
-        self._row.layers[_L["update_ratio"]] = change / self._weight_norms
+        self.measure_update(self._row, self.weights, before, self._weight_norms)
+        self._row = None
+
+    def measure_gradients(self, row: Row, weights: list[Tensor], grads: list[Tensor],
+                          other_grads: list[Tensor], clipping: bool = False) -> Tensor:
+        """The gradient statistics of a sampled step into ``row`` (and its histogram if due);
+        the global norm is kept for the divergence guard. Returns the weight norms."""
+        global_norm, weight_norms = record_gradients(row, weights, grads, other_grads,
+                                                     self.numel)
+        if not clipping:  # nothing will clip: the norm after is the same
+            row.steps[_S["grad_global_norm"]] = global_norm
+        self._watch_finite(global_norm, row.step)
+        if self._histogram_step(row.step):
+            row.grad_hist = GRAD_BINS.counts_per_tensor([log10_abs(g) for g in grads])
+        return weight_norms
+
+    def measure_update(self, row: Row, weights: list[Tensor], before: list[Tensor],
+                       weight_norms: Tensor) -> None:
+        """The update ratio of a sampled step, which completes its row."""
+        record_update(row, weights, before, weight_norms)
+        self.recorder.pending.append(row)
+        self._completed = True
 
     # ------------------------------------------------------------------ activations, dL/dh
 
     def _attach_hooks(self, trainer: pl.Trainer) -> None:
-        row = self._row
-        scale = float(trainer.accumulate_grad_batches)
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
         self._backprop: list[Tensor | None] = [None] * len(self.layers)
-
-        def on_block(j: int):
-            def hook(module: Any, inputs: Any, output: Tensor) -> None:
-                if isinstance(output, Tensor) and output.requires_grad:
-                    def on_grad(grad: Tensor) -> None:
-                        norm = torch.linalg.vector_norm(grad.detach().float()) * scale
-                        self._backprop[j] = norm / scaler._scale if scaler else norm
-                    output.register_hook(on_grad)
-            return hook
-
-        def on_activation(j: int, layer: Layer):
-            bounds = bounds_of(layer.activation)
-
-            def hook(module: Any, inputs: Any, output: Tensor) -> None:
-                out = output if layer.activation is not None else None
-                pre = inputs[0] if layer.activation is not None else output
-                stats = activation_stats(pre, out, bounds, self.margin)
-                row.layers[_L[ACTIVATION_STATS[0]]:_L[ACTIVATION_STATS[-1]] + 1, j] = stats
-                if row.act_hist is not None and out is not None:
-                    row.act_hist[j] = ACT_BINS.counts(out)
-            return hook
-
-        for j, layer in enumerate(self.layers):
-            watched = layer.activation if layer.activation is not None else layer.weight
-            self._hooks += [layer.block.register_forward_hook(on_block(j)),
-                            watched.register_forward_hook(on_activation(j, layer))]
+        self._hooks = watch_layers(self.layers, self._row, self._backprop, self.margin,
+                                   float(trainer.accumulate_grad_batches),
+                                   getattr(trainer.precision_plugin, "scaler", None))
 
     def _remove_hooks(self) -> None:
         for hook in self._hooks:
@@ -244,7 +241,7 @@ class GradientFlow(Callback):
         """Keep a loss or gradient norm to check later: a list append, no device work."""
         self._watched.append((step, value.detach()))
 
-    def _first_nonfinite_step(self) -> int | None:
+    def first_nonfinite_step(self) -> int | None:
         """Check everything watched since the last check in one host copy."""
         if not self._watched:
             return None
@@ -254,7 +251,7 @@ class GradientFlow(Callback):
         return next((s for s, ok in zip(steps, finite, strict=True) if not ok), None)
 
     def _check_divergence(self, trainer: pl.Trainer) -> None:
-        bad_step = self._first_nonfinite_step()
+        bad_step = self.first_nonfinite_step()
         if bad_step is not None and self.diverged is None:
             self.diverged = {"step": bad_step, "layer": first_nonfinite_layer(self.layers)}
             trainer.should_stop = True
@@ -264,29 +261,35 @@ class GradientFlow(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor):
             self._watch_finite(loss, self._batch_step)
-        row = self._row
-        if row is not None and trainer.global_step > row.step:  # its optimizer step is done
-            self.recorder.pending.append(row)
-            self._row = None
+        if self._completed:  # a sampled step finished in this batch
+            self._completed = False
             self._check_divergence(trainer)  # the one host sync between flushes
-            if (row.step == 0 or len(self.recorder.pending) >= self.flush_every
-                    or self.diverged):
+            init_pending = any(row.step == 0 for row in self.recorder.pending)
+            if init_pending or len(self.recorder.pending) >= self.flush_every or self.diverged:
                 self._flush(trainer)
 
     def _flush(self, trainer: pl.Trainer) -> None:
-        host = self.recorder.flush(trainer.loggers, write=trainer.is_global_zero)
+        self.flush(trainer.loggers, trainer.is_global_zero)
+
+    def _finish(self, trainer: pl.Trainer) -> None:
+        self.finish(trainer.loggers, trainer.is_global_zero)
+
+    def flush(self, loggers: list[Any], write: bool = True) -> None:
+        """Pending rows to the host, the files and ``loggers``; the init verdict once known."""
+        host = self.recorder.flush(loggers, write=write)
         if host and host[0].step == 0 and "init" not in self.report:
             self.report["init"] = diagnosis.diagnose(host[0], self.names, self.thresholds,
                                                      self.context)
-            if trainer.is_global_zero:
+            if write:
                 log.info("init probe: %s", self.report["init"]["text"])
 
-    def _finish(self, trainer: pl.Trainer) -> None:
+    def finish(self, loggers: list[Any], write: bool = True) -> None:
+        """The final diagnosis, ``diagnosis.json``, the figures, and the verdicts to W&B."""
         history = self.recorder.history
         if history:
             self.report["final"] = diagnosis.diagnose(history[-1], self.names, self.thresholds,
                                                       self.context, diverged=self.diverged)
-        if not trainer.is_global_zero or not history:
+        if not write or not history:
             return
         out_dir = self.recorder.out_dir
         (out_dir / "diagnosis.json").write_text(json.dumps(self.report, indent=2) + "\n")
@@ -299,7 +302,7 @@ class GradientFlow(Callback):
                                                                    self._predicted_norms())]
             except Exception:
                 log.exception("the gradient-flow figures could not be drawn")
-        for logger in trainer.loggers:
+        for logger in loggers:
             publish(logger, self.report)
 
 
@@ -311,6 +314,84 @@ class GradientFlow(Callback):
         anchor = init.layers["grad_norm"][len(self.predicted_profile) - 1]
         return {name: anchor * r for name, r in zip(self.names, self.predicted_profile,
                                                     strict=False)}
+
+
+def watch_layers(layers: list[Layer], row: Row, backprop: list[Tensor | None], margin: float,
+                 grad_scale: float = 1.0, scaler: Any = None) -> list[Any]:
+    """Forward hooks for one sampled forward pass: each layer's activation statistics (and
+    histogram on histogram steps) into ``row``; each block output's ||dL/dh|| into
+    ``backprop[j]`` when the backward reaches it, times ``grad_scale`` (gradient accumulation)
+    and divided by an AMP ``scaler``'s loss scale. Returns the handles."""
+    def on_block(j: int):
+        def hook(module: Any, inputs: Any, output: Tensor) -> None:
+            if isinstance(output, Tensor) and output.requires_grad:
+                def on_grad(grad: Tensor) -> None:
+                    norm = torch.linalg.vector_norm(grad.detach().float()) * grad_scale
+                    backprop[j] = norm / scaler._scale if scaler else norm
+                output.register_hook(on_grad)
+        return hook
+
+    def on_activation(j: int, layer: Layer):
+        bounds = bounds_of(layer.activation)
+
+        def hook(module: Any, inputs: Any, output: Tensor) -> None:
+            out = output if layer.activation is not None else None
+            pre = inputs[0] if layer.activation is not None else output
+            stats = activation_stats(pre, out, bounds, margin)
+            row.layers[_L[ACTIVATION_STATS[0]]:_L[ACTIVATION_STATS[-1]] + 1, j] = stats
+            if row.act_hist is not None and out is not None:
+                row.act_hist[j] = ACT_BINS.counts(out)
+        return hook
+
+    handles = []
+    for j, layer in enumerate(layers):
+        watched = layer.activation if layer.activation is not None else layer.weight
+        handles += [layer.block.register_forward_hook(on_block(j)),
+                    watched.register_forward_hook(on_activation(j, layer))]
+    return handles
+
+
+def record_backprop(row: Row, backprop: list[Tensor | None]) -> None:
+    nan = torch.tensor(math.nan, device=row.layers.device)
+    row.layers[_L["backprop_norm"]] = torch.stack([nan if n is None else n for n in backprop])
+
+
+def record_gradients(row: Row, weights: list[Tensor], grads: list[Tensor], other_grads:
+                     list[Tensor], numel: Tensor) -> tuple[Tensor, Tensor]:
+    """Per layer ||g||, ||W||, ratio and mean |g|, and the first/last hidden ratio and global
+    norm (every gradient: ``grads`` of the layer weights plus ``other_grads``) into ``row``.
+    One fused norm over all gradients. Returns the global norm and the weight norms."""
+    all_norms = torch.stack(torch._foreach_norm(grads + other_grads))
+    norms = all_norms[:len(grads)]
+    weight_norms = torch.stack(torch._foreach_norm(weights))
+    row.layers[_L["grad_norm"]] = norms
+    row.layers[_L["weight_norm"]] = weight_norms
+    row.layers[_L["grad_ratio"]] = norms / weight_norms
+    row.layers[_L["grad_mean_abs"]] = torch.stack(torch._foreach_norm(grads, 1)) / numel
+    row.steps[_S["grad_first_last_ratio"]] = norms[0] / norms[max(len(weights) - 2, 0)]
+    global_norm = torch.linalg.vector_norm(all_norms)
+    row.steps[_S["grad_global_norm_preclip"]] = global_norm
+    return global_norm, weight_norms
+
+
+def record_update(row: Row, weights: list[Tensor], before: list[Tensor],
+                  weight_norms: Tensor) -> None:
+    """||dW|| / ||W|| of the update just applied, per layer."""
+    change = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, before)))
+    row.layers[_L["update_ratio"]] = change / weight_norms
+
+
+def last_step(trainer: pl.Trainer) -> int:
+    """The run's last optimizer step (-1: unknown), for a histogram at the very end. A loader
+    whose batches are chunks of several steps (``data.StepChunks``) says how many per epoch."""
+    chunks = getattr(trainer.train_dataloader, "batch_sampler", None)
+    if not isinstance(chunks, StepChunks):
+        total = trainer.estimated_stepping_batches
+    else:
+        total = chunks.batches * trainer.max_epochs if trainer.max_epochs > 0 else math.inf
+        if trainer.max_steps >= 0:
+            total = min(total, trainer.max_steps)
+    return int(total) - 1 if math.isfinite(total) else -1
 
 
 def global_norm_of(params: list[Tensor]) -> Tensor:

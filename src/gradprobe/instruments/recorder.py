@@ -107,14 +107,19 @@ class Recorder:
             for row in host:
                 w.writerow([row.step, *(_cell(row.steps[s]) for s in STEP_STATS)])
 
+    def metrics(self, row: HostRow) -> dict[str, float]:
+        """One row as logger metrics: ``grad/norm/layer_03``, ``grad/global_norm``, ..."""
+        metrics = {metric_key(s): v for s, v in row.steps.items() if not math.isnan(v)}
+        for stat, values in row.layers.items():
+            key = metric_key(stat)
+            metrics |= {f"{key}/{name}": v for name, v in zip(self.layer_names, values,
+                                                              strict=True)
+                        if not math.isnan(v)}
+        return metrics
+
     def _log(self, host: list[HostRow], loggers: list[Any]) -> None:
         for row in host:
-            metrics = {metric_key(s): v for s, v in row.steps.items() if not math.isnan(v)}
-            for stat, values in row.layers.items():
-                key = metric_key(stat)
-                metrics |= {f"{key}/{name}": v for name, v in zip(self.layer_names, values,
-                                                                  strict=True)
-                            if not math.isnan(v)}
+            metrics = self.metrics(row)
             for logger in loggers:
                 logger.log_metrics(metrics, step=row.step)
 
@@ -124,15 +129,14 @@ class Recorder:
                  grad_counts=np.stack(self.grad_hists), act_edges=ACT_BINS.edges.numpy(),
                  act_counts=np.stack(self.act_hists))
         for logger in loggers:
-            log_histograms = getattr(logger, "experiment", None)
-            if log_histograms is None:
+            if getattr(logger, "experiment", None) is None:
                 continue
             for k in range(len(self.hist_steps) - newest, len(self.hist_steps)):
-                _log_histograms(logger, self.hist_steps[k], self.layer_names,
+                log_histograms(logger, self.hist_steps[k], self.layer_names,
                                 self.grad_hists[k], self.act_hists[k])
 
 
-def _log_histograms(logger: Any, step: int, names: list[str], grad: np.ndarray,
+def log_histograms(logger: Any, step: int, names: list[str], grad: np.ndarray,
                     act: np.ndarray) -> None:
     """Counts with fixed edges: W&B histograms and TensorBoard raw histograms."""
     from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger

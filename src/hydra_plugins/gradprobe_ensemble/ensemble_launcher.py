@@ -1,0 +1,134 @@
+"""``hydra/launcher=ensemble``: same-shape sweep jobs train as vectorized ensembles.
+
+(Hydra loads launchers only from the ``hydra_plugins`` package, hence this module's home.)
+
+A Hydra launcher (torch-free to import). Every job is first set up as the basic launcher sets it
+up (its numbered directory, ``.hydra`` record, log file); jobs whose configs agree on everything
+but their free keys (``seed``, the ``init`` group, ``optimizer.lr``) then train together, at most
+``max_members`` at a time, by :mod:`gradprobe.ensemble`. A job an ensemble cannot reproduce
+exactly runs alone, in turn, as the basic launcher would run it, and the log says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gradprobe.cli import NAN, choices_of, objective_of
+from gradprobe.record import record_failure
+from gradprobe.schema import ConfigError, validate
+from gradprobe.sweep import previous_result
+
+log = logging.getLogger("gradprobe")
+FREE_KEYS = ("seed", "init", "run_name", "threads", "sweep", "resume")  # may differ in a group
+
+
+def group_key(cfg: DictConfig) -> str:
+    """Jobs with the same key have the same shapes and training and can share an ensemble."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in FREE_KEYS:
+        plain.pop(key, None)
+    plain["optimizer"].pop("lr", None)
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+def solo_reason(cfg: DictConfig) -> str | None:
+    """Why this job must run alone (an ensemble would not reproduce it exactly), or None."""
+    trainer, model = cfg.trainer, cfg.model
+    reasons = {
+        "a regression task": cfg.task != "classification",
+        "dropout (its masks would differ from a solo run's)": model.get("dropout", 0) > 0,
+        "batch norm (running statistics)": "BatchNorm" in str(cfg.norm.get("_target_")),
+        "gradient accumulation": trainer.accumulate_grad_batches > 1,
+        "gradient clipping": bool(trainer.gradient_clip_val),
+        "the Jacobian probe": cfg.monitor.get("jacobian_examples", 0) > 0,
+        "a resumed run": bool(cfg.get("resume")),
+        "a precision other than 32-true": str(trainer.precision) not in ("32-true", "32"),
+        "an accelerator other than cpu or gpu": trainer.accelerator not in ("cpu", "gpu",
+                                                                              "cuda", "auto"),
+    }
+    return next((reason for reason, applies in reasons.items() if applies), None)
+
+
+class EnsembleLauncher(BasicLauncher):
+    """Hydra launcher; ``max_members`` caps one ensemble (memory grows with it)."""
+
+    def __init__(self, max_members: int = 64) -> None:
+        super().__init__()
+        self.max_members = max_members
+        self._members: list[tuple[JobReturn | None, Any]] = []
+
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info("Setting up %d jobs; same-shape ones train as ensembles", len(job_overrides))
+        returns = []
+        for idx, overrides in enumerate(job_overrides, initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = sweep_config.hydra.job.num = idx
+            returns.append(run_job(hydra_context=self.hydra_context, task_function=self._set_up,
+                                   config=sweep_config, job_dir_key="hydra.sweep.dir",
+                                   job_subdir_key="hydra.sweep.subdir"))
+            if self._members and self._members[-1][0] is None:
+                self._members[-1] = (returns[-1], self._members[-1][1])
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        self._train_groups()
+        return returns
+
+    def _set_up(self, cfg: DictConfig) -> Any:
+        """The task function of the set-up pass: a job to vectorize is recorded for later;
+        any other job runs now, through the ordinary task function."""
+        from gradprobe.ensemble import Member
+
+        reason = solo_reason(cfg)
+        if reason:
+            log.info("runs alone (%s)", reason)
+            return self.task_function(cfg)
+        hydra_cfg = HydraConfig.get()
+        run_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
+        choices = choices_of(hydra_cfg)
+        if cfg.sweep.resume and (done := previous_result(run_dir, overrides)) is not None:
+            log.info("already %s, skipped: %s", done["status"], run_dir)
+            return objective_of(done, cfg)
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            log.error("%s", err)
+            record_failure(cfg, run_dir, choices, overrides, str(err))
+            return NAN
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        group = str(Path(hydra_cfg.sweep.dir).resolve())
+        self._members.append((None, Member(resolved, run_dir, choices, overrides, group)))
+        return NAN  # replaced by the objective once the ensemble has trained
+
+    def _train_groups(self) -> None:
+        from gradprobe.ensemble import train
+
+        groups: dict[str, list[tuple[JobReturn, Any]]] = {}
+        for job, member in self._members:
+            groups.setdefault(group_key(member.cfg), []).append((job, member))
+        self._members = []
+        for jobs in groups.values():
+            for start in range(0, len(jobs), self.max_members):
+                chunk = jobs[start:start + self.max_members]
+                log.info("ensemble of %d jobs: %s", len(chunk),
+                         ", ".join(str(m.run_dir) for _, m in chunk))
+                try:
+                    summaries = train([member for _, member in chunk])
+                except Exception:
+                    log.exception("ensemble failed (recorded in each job's summary.json); "
+                                  "the sweep goes on")
+                    continue
+                for (job, member), summary in zip(chunk, summaries, strict=True):
+                    job.return_value = objective_of(summary, member.cfg)
