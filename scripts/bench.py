@@ -1,0 +1,219 @@
+"""Training speed on whatever device is here: one step, a 16-job sweep, and start-up.
+
+Steps (one process; same network, data, optimizer and batches; mean time per optimizer step
+after a warm-up; the median of ``--rounds`` interleaved rounds):
+  plain        a hand-written PyTorch loop (index-slice batches, forward, loss, backward, step)
+  default      the framework as ``python train.py`` trains: GradientFlow on, 8 steps per call
+  monitor_off  the same, monitor=off
+  per_step     the default with engine.steps_per_call=1 (Lightning drives every step)
+  compiled     the default with engine.compile=graph (CUDA graph; elsewhere the eager fallback)
+The framework variants log to CSV and skip validation and checkpoints (per-epoch costs, not
+per-step ones; the start-up section runs whole jobs).
+
+Sweep (``--jobs`` jobs differing only in seed, ``--sweep-steps`` steps each, monitor on, CSV
+logger, validation and test included; each a whole ``python train.py -m`` command):
+  sequential   the basic launcher, one job after another
+  parallel     the joblib launcher, ``--parallel`` processes sharing the device
+  vectorized   hydra/launcher=ensemble: all jobs as one vmapped ensemble
+Throughput is model-steps per second over the command's wall time (start-up included).
+
+Start-up: wall time of a one-step run, of a config error, and of ``--help``.
+
+    python scripts/bench.py                                   # CPU, the default experiment
+    python scripts/bench.py --device cuda model.depth=20 data.batch_size=256 --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from bench_monitor import compose, plain_loop
+from hydra.utils import instantiate
+
+from gradprobe.data import InMemoryDataModule
+from gradprobe.run import build_module, build_monitor, steps_per_call
+
+warnings.filterwarnings("ignore")
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = {"default": [], "monitor_off": ["monitor=off"],
+            "per_step": ["engine.steps_per_call=1"], "compiled": ["engine.compile=graph"]}
+
+
+class StepClock(pl.Callback):
+    """(optimizer step, time) at every training call and at the end of training."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.marks = device, []
+
+    def _mark(self, trainer: pl.Trainer) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.marks.append((trainer.global_step, time.perf_counter()))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._mark(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._mark(trainer)
+
+    def per_step(self, warmup: int) -> float:
+        step0, t0 = next(m for m in self.marks if m[0] >= warmup)
+        step1, t1 = self.marks[-1]
+        return (t1 - t0) / (step1 - step0)
+
+
+def framework(overrides: list[str], splits, steps: int, warmup: int, device: torch.device,
+              work: Path) -> float:
+    cfg, choices = compose(["monitor.figures=false", *overrides])
+    run_dir = Path(tempfile.mkdtemp(dir=work))
+    pl.seed_everything(0, verbose=False)
+    chunk = steps_per_call(cfg)
+    module = build_module(cfg, splits.input_shape, splits.num_outputs, chunk, cfg.engine.compile)
+    monitor = build_monitor(cfg, choices, run_dir)
+    clock = StepClock(device)
+    trainer = pl.Trainer(max_steps=steps, accelerator=device.type, devices=1,
+                         logger=pl.loggers.CSVLogger(run_dir, name="", version=""),
+                         callbacks=[clock, *([monitor] if monitor else [])],
+                         limit_val_batches=0, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         log_every_n_steps=cfg.trainer.log_every_n_steps,
+                         default_root_dir=str(run_dir))
+    datamodule = InMemoryDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size, 0,
+                                    steps_per_call=chunk)
+    trainer.fit(module, datamodule=datamodule)
+    return clock.per_step(warmup)
+
+
+def bench_steps(args, overrides: list[str], device: torch.device) -> dict:
+    cfg, _ = compose(overrides)
+    splits = instantiate(cfg.data.source)
+    times: dict[str, list[float]] = {v: [] for v in ["plain", *VARIANTS]}
+    with tempfile.TemporaryDirectory() as work:
+        for _ in range(args.rounds):
+            times["plain"].append(plain_loop(splits, cfg, args.steps, args.warmup, device))
+            for name, extra in VARIANTS.items():
+                times[name].append(framework([*overrides, *extra], splits, args.steps,
+                                             args.warmup, device, Path(work)))
+    plain = statistics.median(times["plain"])
+    return {name: {"ms_per_step": round(1000 * statistics.median(ts), 4),
+                   "vs_plain": round(statistics.median(ts) / plain, 3),
+                   "runs_ms": [round(1000 * t, 4) for t in ts]} for name, ts in times.items()}
+
+
+def train_py(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True,
+                         text=True, env=env)
+    return time.perf_counter() - started, out
+
+
+def bench_sweep(args, overrides: list[str], work: Path) -> dict:
+    common = ["-m", f"seed=range(0,{args.jobs})", f"trainer.max_steps={args.sweep_steps}",
+              "trainer.max_epochs=-1", "logger=csv", "monitor.figures=false",
+              "sweep.report=false", *overrides]
+    launchers = {"sequential": [],
+                 "parallel": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.parallel}"],
+                 "vectorized": ["hydra/launcher=ensemble"]}
+    results = {}
+    for name, extra in launchers.items():
+        sweep_dir = work / name
+        wall, out = train_py([*common, *extra, f"hydra.sweep.dir={sweep_dir}"])
+        statuses = [json.loads(p.read_text())["status"]
+                    for p in sorted(sweep_dir.glob("*/summary.json"))]
+        if out.returncode or statuses.count("completed") != args.jobs:
+            raise RuntimeError(f"{name} sweep failed: {statuses}\n{out.stderr[-2000:]}")
+        model_steps = args.jobs * args.sweep_steps
+        results[name] = {"wall_s": round(wall, 2),
+                         "ms_per_model_step": round(1000 * wall / model_steps, 4),
+                         "model_steps_per_s": round(model_steps / wall, 1)}
+    for r in results.values():
+        r["vs_sequential"] = round(r["model_steps_per_s"]
+                                   / results["sequential"]["model_steps_per_s"], 2)
+    return results
+
+
+def bench_start(overrides: list[str]) -> dict:
+    one_step = ["trainer.max_steps=1", "trainer.limit_val_batches=0",
+                "trainer.limit_test_batches=1", "monitor.figures=false", *overrides]
+    with tempfile.TemporaryDirectory() as work:
+        results = {}
+        for name, extra in {"one_step_run_csv": ["logger=csv"],
+                            "one_step_run_csv_wandb": []}.items():
+            wall, out = train_py([*one_step, *extra, f"hydra.run.dir={work}/{name}"])
+            results[name] = round(wall, 2) if out.returncode == 0 else None
+    results["config_error"] = round(train_py(["model.depth=-1"])[0], 2)
+    results["help"] = round(train_py(["--help"])[0], 2)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--sweep-steps", type=int, default=200)
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="joblib processes (default: 4 on a GPU, else the cores)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["steps", "sweep", "start"])
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.depth=20")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_SILENT", "true")
+    device = torch.device(args.device)
+    overrides = [*args.overrides, *(["accelerator=gpu"] if device.type == "cuda" else [])]
+    args.parallel = args.parallel or (4 if device.type == "cuda" else os.cpu_count() or 1)
+    cfg, _ = compose(overrides)
+    info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cores": os.cpu_count(), "overrides": args.overrides,
+            "model": f"{cfg.model._target_.rsplit('.', 1)[-1]} depth {cfg.model.depth} "
+                     f"width {cfg.model.width}", "batch_size": cfg.data.batch_size,
+            "steps": args.steps, "rounds": args.rounds, "jobs": args.jobs,
+            "sweep_steps": args.sweep_steps, "parallel": args.parallel}
+    result: dict = {"info": info}
+    if "steps" not in args.skip:
+        result["steps"] = bench_steps(args, overrides, device)
+    if "sweep" not in args.skip:
+        with tempfile.TemporaryDirectory() as work:
+            result["sweep"] = bench_sweep(args, overrides, Path(work))
+    if "start" not in args.skip:
+        result["start_s"] = bench_start(overrides)
+    print_tables(result)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def print_tables(result: dict) -> None:
+    print(json.dumps(result["info"]))
+    if "steps" in result:
+        print("\n| step | ms/step | x plain |\n|---|---|---|")
+        for name, row in result["steps"].items():
+            print(f"| {name} | {row['ms_per_step']:.3f} | {row['vs_plain']:.3f} |")
+    if "sweep" in result:
+        jobs = result["info"]["jobs"]
+        print(f"\n| {jobs}-job sweep | wall s | ms per model-step | x sequential |\n"
+              "|---|---|---|---|")
+        for name, row in result["sweep"].items():
+            print(f"| {name} | {row['wall_s']} | {row['ms_per_model_step']:.3f} | "
+                  f"{row['vs_sequential']} |")
+    if "start_s" in result:
+        print("\nstart-up (wall s): " + ", ".join(f"{k} {v}" for k, v in
+                                                  result["start_s"].items()))
+
+
+if __name__ == "__main__":
+    main()
