@@ -75,7 +75,8 @@ class StepClock(pl.Callback):
 
 def framework(overrides: list[str], splits, steps: int, warmup: int, device: torch.device,
               work: Path) -> float:
-    cfg, choices = compose(["monitor.figures=false", *overrides])
+    cfg, choices = compose(overrides)
+    cfg.monitor.figures = False
     run_dir = Path(tempfile.mkdtemp(dir=work))
     pl.seed_everything(0, verbose=False)
     chunk = steps_per_call(cfg)

@@ -127,6 +127,16 @@ def test_cli_bad_value_fails_fast_without_torch() -> None:
         "(only model=linear has no hidden layer)"]
 
 
+def test_cli_help_does_not_import_torch() -> None:
+    probe = ("import sys; sys.argv = ['train.py', '--help']; from gradprobe.cli import main\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print('torch' in sys.modules, 'hydra_plugins.gradprobe_ensemble' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert "== Config ==" in out.stdout and "engine" in out.stdout
+    assert out.stdout.split()[-2:] == ["False", "True"]  # the launcher plugin loads torch-free
+
+
 def test_slurm_launcher_preset_composes() -> None:
     from hydra import compose, initialize_config_dir
 

@@ -37,7 +37,11 @@ from torch.utils.data import DistributedSampler
 from gradprobe import record
 from gradprobe.data import StepChunks
 from gradprobe.instruments import GradientFlow
-from gradprobe.instruments.gradient_flow import record_backprop, watch_layers
+from gradprobe.instruments.gradient_flow import (
+    record_activations,
+    record_backprop,
+    watch_layers,
+)
 from gradprobe.instruments.recorder import log_histograms
 from gradprobe.run import (
     build_loggers,
@@ -222,8 +226,8 @@ class Ensemble:
         """Each member's forward on its own, with the instruments' hooks attached."""
         outputs = []
         for i, member in enumerate(self.members):
-            handles = [] if rows[i] is None else watch_layers(self.layers, rows[i], backprops[i],
-                                                              member.monitor.margin)
+            seen: list = [None] * len(self.layers)
+            handles = [] if rows[i] is None else watch_layers(self.layers, backprops[i], seen)
             try:
                 outputs.append(functional_call(
                     self.base, ({k: v[i] for k, v in self.params.items()},
@@ -231,6 +235,8 @@ class Ensemble:
             finally:
                 for handle in handles:
                     handle.remove()
+            if rows[i] is not None:
+                record_activations(rows[i], self.layers, seen, member.monitor.margin)
         return torch.stack(outputs)
 
     def _train_step(self, index: Tensor) -> None:

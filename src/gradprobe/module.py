@@ -65,59 +65,61 @@ class GradprobeModule(pl.LightningModule):
                  batch_size=len(x), sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
 
-    def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
-        out = self.net(x)
-        loss = self.loss(out, y)
-        self._account(out.detach(), loss.detach(), y)
-        return loss
-
-    def _account(self, out: Tensor, loss: Tensor, y: Tensor) -> None:
-        """A batch's loss and metrics, accumulated without leaving the device."""
+    def _account(self, out: Tensor, losses: Tensor, y: Tensor, first_step: int) -> None:
+        """The losses of consecutive steps from ``first_step`` (and their outputs, targets),
+        accumulated on the device: one metrics update and one sum per Lightning call."""
         self.train_metrics.update(out, y)
-        self._loss_sum = self._loss_sum + loss
-        self._loss_count += 1
-        step = self.trainer.global_step
-        logged = self._step_losses and self._step_losses[-1][0] == step  # accumulation
-        if step % self.trainer.log_every_n_steps == 0 and not logged:
-            self._step_losses.append((step, loss))
+        self._loss_sum = self._loss_sum + losses.sum()
+        self._loss_count += len(losses)
+        every = self.trainer.log_every_n_steps
+        logged = self._step_losses and self._step_losses[-1][0] == first_step  # accumulation
+        for k in range(-first_step % every, len(losses), every):
+            if not (k == 0 and logged):
+                self._step_losses.append((first_step + k, losses[k]))
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         x, y = batch
+        first = self.trainer.global_step
         if self.automatic_optimization:
-            return self._forward_loss(x, y)
-        losses = []
-        for xb, yb in zip(x, y, strict=True):  # a (steps, batch, ...) chunk
-            if self._max_steps_reached():
-                break
-            losses.append(self._optimizer_step(xb, yb))
-        # Lightning logs at a step that counts its calls; +1 after this call = optimizer steps.
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.trainer.global_step - 1
-        return torch.stack(losses).sum() if losses else None
-
-    def _optimizer_step(self, x: Tensor, y: Tensor) -> Tensor:
-        """One optimizer step under manual optimization (see the module docstring)."""
+            out = self.net(x)
+            loss = self.loss(out, y)
+            self._account(out.detach(), loss.detach()[None], y, first)
+            return loss
+        max_steps = self.trainer.max_steps
+        steps = len(x) if max_steps < 0 else max(0, min(len(x), max_steps - first))
+        if not steps:
+            return None
         optimizer = self.optimizers()
-        if any(wants(self.trainer.global_step) for wants in self._instrumented):
-            loss = self._forward_loss(x, y)
+        outs, losses = zip(*(self._optimizer_step(optimizer, first + k, x[k], y[k])
+                             for k in range(steps)), strict=True)
+        losses = torch.stack(losses)
+        self._account(torch.cat(outs), losses, y[:steps].flatten(0, 1), first)
+        # Lightning logs at a step that counts its calls; +1 after this call = optimizer steps.
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = first + steps - 1
+        return losses.sum()
+
+    def _optimizer_step(self, optimizer: Any, step: int, x: Tensor,
+                        y: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimizer step under manual optimization (see the module docstring); returns
+        the detached output and loss."""
+        if any(wants(step) for wants in self._instrumented):
+            out = self.net(x)
+            loss = self.loss(out, y)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
-            return loss.detach()
+            return out.detach(), loss.detach()
         if self._graph is not None:
             out, loss = self._graph.step(x, y)
-            self._account(out, loss, y)
         else:
-            loss = self._forward_loss(x, y)
+            out = self.net(x)
+            loss = self.loss(out, y)
             optimizer.optimizer.zero_grad()
             loss.backward()
             optimizer.optimizer.step()
         optimizer._on_before_step()  # Lightning's step counter, as LightningOptimizer counts
         optimizer._on_after_step()
-        return loss.detach()
-
-    def _max_steps_reached(self) -> bool:
-        max_steps = self.trainer.max_steps
-        return max_steps >= 0 and self.trainer.global_step >= max_steps
+        return out.detach(), loss.detach()
 
     def on_train_start(self) -> None:
         self._instrumented = [cb.wants_step for cb in self.trainer.callbacks

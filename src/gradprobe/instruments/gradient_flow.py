@@ -167,6 +167,8 @@ class GradientFlow(Callback):
             self._remove_hooks()
             row = self._row
             record_backprop(row, self._backprop)
+            record_activations(row, self.layers, self._seen, self.margin)
+            self._seen = []
 
     # ------------------------------------------------------------------ gradients and updates
 
@@ -226,7 +228,8 @@ class GradientFlow(Callback):
 
     def _attach_hooks(self, trainer: pl.Trainer) -> None:
         self._backprop: list[Tensor | None] = [None] * len(self.layers)
-        self._hooks = watch_layers(self.layers, self._row, self._backprop, self.margin,
+        self._seen: list[tuple[Tensor, Tensor | None] | None] = [None] * len(self.layers)
+        self._hooks = watch_layers(self.layers, self._backprop, self._seen,
                                    float(trainer.accumulate_grad_batches),
                                    getattr(trainer.precision_plugin, "scaler", None))
 
@@ -316,10 +319,11 @@ class GradientFlow(Callback):
                                                     strict=False)}
 
 
-def watch_layers(layers: list[Layer], row: Row, backprop: list[Tensor | None], margin: float,
-                 grad_scale: float = 1.0, scaler: Any = None) -> list[Any]:
-    """Forward hooks for one sampled forward pass: each layer's activation statistics (and
-    histogram on histogram steps) into ``row``; each block output's ||dL/dh|| into
+def watch_layers(layers: list[Layer], backprop: list[Tensor | None],
+                 seen: list[tuple[Tensor, Tensor | None] | None], grad_scale: float = 1.0,
+                 scaler: Any = None) -> list[Any]:
+    """Forward hooks for one sampled forward pass: each layer's pre-activation and activation
+    into ``seen[j]`` (for :func:`record_activations`), and each block output's ||dL/dh|| into
     ``backprop[j]`` when the backward reaches it, times ``grad_scale`` (gradient accumulation)
     and divided by an AMP ``scaler``'s loss scale. Returns the handles."""
     def on_block(j: int):
@@ -332,15 +336,11 @@ def watch_layers(layers: list[Layer], row: Row, backprop: list[Tensor | None], m
         return hook
 
     def on_activation(j: int, layer: Layer):
-        bounds = bounds_of(layer.activation)
-
         def hook(module: Any, inputs: Any, output: Tensor) -> None:
-            out = output if layer.activation is not None else None
-            pre = inputs[0] if layer.activation is not None else output
-            stats = activation_stats(pre, out, bounds, margin)
-            row.layers[_L[ACTIVATION_STATS[0]]:_L[ACTIVATION_STATS[-1]] + 1, j] = stats
-            if row.act_hist is not None and out is not None:
-                row.act_hist[j] = ACT_BINS.counts(out)
+            if layer.activation is None:
+                seen[j] = (output.detach(), None)
+            else:
+                seen[j] = (inputs[0].detach(), output.detach())
         return hook
 
     handles = []
@@ -349,6 +349,27 @@ def watch_layers(layers: list[Layer], row: Row, backprop: list[Tensor | None], m
         handles += [layer.block.register_forward_hook(on_block(j)),
                     watched.register_forward_hook(on_activation(j, layer))]
     return handles
+
+
+def record_activations(row: Row, layers: list[Layer],
+                       seen: list[tuple[Tensor, Tensor | None] | None], margin: float) -> None:
+    """The activation statistics of the layers seen, computed for each group of layers with
+    the same shapes and bounds at once (and the histograms, on histogram steps)."""
+    groups: dict[tuple, list[int]] = {}
+    for j, item in enumerate(seen):
+        if item is not None:
+            pre, out = item
+            key = (pre.shape, None if out is None else out.shape, bounds_of(layers[j].activation))
+            groups.setdefault(key, []).append(j)
+    first, last = _L[ACTIVATION_STATS[0]], _L[ACTIVATION_STATS[-1]]
+    for (_, has_out, bounds), index in groups.items():
+        pre = torch.stack([seen[j][0] for j in index])
+        out = torch.stack([seen[j][1] for j in index]) if has_out is not None else None
+        row.layers[first:last + 1, index] = activation_stats(pre, out, bounds, margin)
+    if row.act_hist is not None:
+        index = [j for j, item in enumerate(seen) if item is not None and item[1] is not None]
+        if index:
+            row.act_hist[index] = ACT_BINS.counts_per_tensor([seen[j][1] for j in index])
 
 
 def record_backprop(row: Row, backprop: list[Tensor | None]) -> None:

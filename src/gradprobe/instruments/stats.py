@@ -26,40 +26,37 @@ def bounds_of(activation: nn.Module | None) -> tuple[float, float] | None:
     return None
 
 
-def unit_dims(x: Tensor) -> list[int]:
-    """The dimensions to reduce over for per-unit values: all but dim 1 (features/channels)."""
-    return [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
-
-
 def mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and (unbiased) std in two passes; several times faster than ``torch.std_mean`` on
-    the CPU for activation-sized tensors."""
-    mean = x.mean()
-    centred = (x - mean).flatten()
-    return mean, torch.sqrt(torch.dot(centred, centred) / max(x.numel() - 1, 1))
+    """Per-row mean and (unbiased) std of a (rows, n) tensor in two passes; several times
+    faster than ``torch.std_mean`` on the CPU."""
+    mean = x.mean(dim=1)
+    norm = torch.linalg.vector_norm(x - mean[:, None], dim=1)
+    return mean, norm / max(x.shape[1] - 1, 1) ** 0.5
 
 
 def activation_stats(pre: Tensor, out: Tensor | None, bounds: tuple[float, float] | None,
                      margin: float) -> Tensor:
-    """The ``ACTIVATION_STATS`` of one layer as a vector (NaN where not applicable). Runs on
-    every sampled step for every layer, so it uses few, cheap kernels: sign() gives the zero
-    and negative fractions (mean|s| = P(x != 0), mean s = P(x > 0) - P(x < 0))."""
-    pre_mean, pre_std = mean_std(pre.detach().float())
+    """The ``ACTIVATION_STATS`` (rows) of a group of layers with the same shapes and bounds,
+    stacked along a first dimension (columns; NaN where not applicable). The group's
+    reductions are single kernels, so a sampled step costs a few dozen of them whatever the
+    depth; sign() gives the zero and negative fractions (mean|s| = P(x != 0),
+    mean s = P(x > 0) - P(x < 0)). Units are dimension 2 (features or channels)."""
+    pre_mean, pre_std = mean_std(pre.detach().float().flatten(1))
     nan = torch.full_like(pre_mean, NAN)
     if out is None:
         return torch.stack([nan, nan, nan, nan, nan, nan, pre_mean, pre_std])
     out = out.detach().float()
-    mean, std = mean_std(out)
-    sign = torch.sign(out)
-    nonzero, balance = sign.abs().mean(), sign.mean()
-    dims = unit_dims(out)
-    dead = (out.amax(dim=dims) <= 0).float().mean()
+    mean, std = mean_std(out.flatten(1))
+    sign = torch.sign(out.flatten(1))
+    nonzero, balance = sign.abs().mean(dim=1), sign.mean(dim=1)
+    dims = [d for d in range(1, out.dim()) if d != 2]  # per unit: all but group and unit dims
+    dead = (out.amax(dim=dims) <= 0).float().flatten(1).mean(dim=1)
     if bounds is None:
         saturated = nan
     else:  # all outputs of a unit within margin of a bound <=> its largest distance is
         low, high = bounds
         distance = torch.minimum(out - low, high - out).amax(dim=dims)
-        saturated = (distance < margin).float().mean()
+        saturated = (distance < margin).float().flatten(1).mean(dim=1)
     return torch.stack([mean, std, 1 - nonzero, (nonzero - balance) / 2, dead, saturated,
                         pre_mean, pre_std])
 
