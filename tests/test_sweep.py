@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from conftest import DATA_DIR, REPO
-from gradprobe.sweep import gpu_for_job, threads_per_job
+from gradprobe.sweep import gpu_for_job, parallel_jobs, threads_per_job
 
 
 def sweep(tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -75,6 +75,23 @@ def test_resuming_a_sweep_reruns_only_unfinished_jobs(tmp_path) -> None:
         attempts = list((tmp_path / job / "previous_attempts").iterdir())
         assert len(attempts) == 1 and (attempts[0] / "summary.json").exists()
     assert json.loads((tmp_path / "1" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_parallel_jobs_follow_the_hardware(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert parallel_jobs("gpu", 4, cpus=16) == 8  # 4 per GPU
+    assert parallel_jobs("gpu", 4, cpus=6) == 6  # never more than the cores
+    assert parallel_jobs("cpu", 4, cpus=16) == 16  # CPU training: one per core
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert parallel_jobs("gpu", 4, cpus=16) == 16  # no GPU visible
+    from hydra import compose, initialize_config_dir
+
+    from gradprobe.cli import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
+    assert cfg.hydra.launcher.n_jobs == parallel_jobs("cpu")  # accelerator=cpu: all cores
 
 
 def test_threads_and_gpus_per_job() -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradprobe.record import RunDirError, config_to_resume, is_rank_zero, record_failure
 from gradprobe.schema import ConfigError, validate
-from gradprobe.sweep import previous_result, threads_per_job
+from gradprobe.sweep import parallel_jobs, previous_result, threads_per_job
 
 NAN = float("nan")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -27,9 +27,11 @@ log = logging.getLogger("gradprobe")
 
 
 def register_resolvers() -> None:
-    """``${if_set:x,a,b}`` picks ``a`` when ``x`` is set: a resumed run reuses its own dir."""
+    """``${if_set:x,a,b}`` picks ``a`` when ``x`` is set: a resumed run reuses its own dir.
+    ``${parallel_jobs:accelerator,per_gpu}``: jobs to run at once on this machine."""
     OmegaConf.register_new_resolver("if_set", lambda value, a, b: a if value else b,
                                     replace=True)
+    OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs, replace=True)
 
 
 def interactive() -> bool:

@@ -192,13 +192,18 @@ class Ensemble:
                 if self._done():
                     break
                 self._train_step(order[:, batch])
-            self._end_epoch()
+            # as Lightning: an epoch cut short by max_steps is not validated
+            self._end_epoch(validate=not self._stopped_early())
             if self._done():
                 break
         self._check_divergence()
-        tests = self._evaluate("test")
+        tests = self._evaluate("test") or [{} for _ in self.members]
         return [self._finish(member, test) for member, test in zip(self.members, tests,
                                                                    strict=True)]
+
+    def _stopped_early(self) -> bool:
+        max_steps = self.cfg.trainer.max_steps
+        return max_steps >= 0 and self.step >= max_steps and self.step % self._batches != 0
 
     def _done(self) -> bool:
         max_steps = self.cfg.trainer.max_steps
@@ -354,7 +359,7 @@ class Ensemble:
 
     # ------------------------------------------------------------------ epochs, evaluation
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, validate: bool) -> None:
         if self._batches_seen:
             losses = (self._loss_sum / self._batches_seen).tolist()
             accs = (self._correct / self._seen).tolist()
@@ -371,7 +376,7 @@ class Ensemble:
                                                     "train/acc": accs[i]}))
         self._reset_epoch_sums()
         self.epoch += 1
-        if self.epoch % self.cfg.trainer.check_val_every_n_epoch == 0:
+        if validate and self.epoch % self.cfg.trainer.check_val_every_n_epoch == 0:
             for member, values in zip(self.members, self._evaluate("val"), strict=True):
                 if member.stopped_at is None:
                     member.metrics |= values
@@ -383,11 +388,17 @@ class Ensemble:
     @torch.no_grad()
     def _evaluate(self, stage: str) -> list[dict[str, float]]:
         """Loss (batch-size-weighted mean, as Lightning's epoch mean) and the task's
-        torchmetrics of every member on a whole split."""
+        torchmetrics of every member on a split (``trainer.limit_<stage>_batches`` of it);
+        an empty list when that limit is 0."""
         x, y = (t.to(self.device) for t in getattr(self.splits, stage))
+        batches = list(zip(x.split(self.cfg.data.eval_batch_size),
+                           y.split(self.cfg.data.eval_batch_size), strict=True))
+        limit = self.cfg.trainer.get(f"limit_{stage}_batches", 1.0)
+        batches = batches[:limit if isinstance(limit, int) else int(len(batches) * limit)]
+        if not batches:
+            return []
         total, size = torch.zeros(len(self.members), device=self.device), 0
-        for xb, yb in zip(x.split(self.cfg.data.eval_batch_size),
-                          y.split(self.cfg.data.eval_batch_size), strict=True):
+        for xb, yb in batches:
             logits = self._forward(xb, shared_input=True)
             losses = vmap(self.loss, in_dims=(0, None))(logits, yb)
             total += losses * len(xb)

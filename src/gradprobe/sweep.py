@@ -54,6 +54,24 @@ def threads_per_job(launcher: Any, cpus: int | None = None) -> int | None:
     return launcher.get("cpus_per_task") if launcher is not None else None
 
 
+def visible_gpus() -> int:
+    """NVIDIA GPUs this process may use, without importing torch: ``CUDA_VISIBLE_DEVICES`` if
+    set, else the driver's list in ``/proc``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def parallel_jobs(accelerator: str, jobs_per_gpu: int = 4, cpus: int | None = None) -> int:
+    """How many sweep jobs to run at once on this machine: ``jobs_per_gpu`` per GPU when
+    training on GPUs (a small model leaves most of a GPU idle), else one per core."""
+    cpus = cpus or os.cpu_count() or 1
+    gpus = visible_gpus() if accelerator in ("gpu", "cuda", "auto") else 0
+    return min(cpus, gpus * jobs_per_gpu) if gpus else cpus
+
+
 def gpu_for_job(job_number: int, gpus: int) -> list[int]:
     """Round-robin: job k of a sweep trains on GPU k mod N (several jobs share a GPU when there
     are more parallel jobs than GPUs; small models leave most of a GPU idle anyway)."""
