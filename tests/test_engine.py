@@ -73,3 +73,16 @@ def test_step_chunks_keep_the_sampler_order_and_limits() -> None:
     assert torch.equal(torch.cat(chunks).flatten(), order[:96])
     assert StepChunks(sampler, 8, 5, limit=3).batches == 3
     assert len(StepChunks(sampler, 8, 5, limit=0.5)) == 2  # int(12 * 0.5) = 6 batches
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_step_equals_the_eager_step(tmp_path) -> None:
+    """On a GPU: the replayed graph trains as the eager step does (float tolerance: kernels
+    inside a graph are the same, but capturable Adam keeps its step count on the device)."""
+    gpu = [*SHORT, "accelerator=gpu", "trainer.deterministic=false"]
+    eager = run_job(tmp_path / "eager", gpu)
+    graph = run_job(tmp_path / "graph", [*gpu, "engine.compile=graph"])
+    assert graph["status"] == eager["status"] == "completed"
+    assert graph["steps"] == eager["steps"]
+    for key, value in eager["metrics"].items():
+        assert graph["metrics"][key] == pytest.approx(value, rel=1e-3, abs=1e-5), key

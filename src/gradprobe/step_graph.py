@@ -38,7 +38,7 @@ def capturable_kwargs(optimizer_factory: Callable[..., Any]) -> dict[str, Any]:
 
 class StepGraph:
     """Trains one step per call: eagerly during warm-up, then by replaying the captured graph.
-    ``step(x, y)`` returns (output, loss), both detached."""
+    ``step(x, y)`` returns (output, loss), detached copies."""
 
     def __init__(self, net: torch.nn.Module, loss: torch.nn.Module,
                  optimizer: torch.optim.Optimizer) -> None:
@@ -54,7 +54,8 @@ class StepGraph:
         self.static_x.copy_(x)
         self.static_y.copy_(y)
         self.graph.replay()
-        return self.static_out.detach(), self.static_loss.detach()
+        # the next replay overwrites the static outputs: the caller keeps several steps' values
+        return self.static_out.detach().clone(), self.static_loss.detach().clone()
 
     def _eager(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.stream.wait_stream(torch.cuda.current_stream())
