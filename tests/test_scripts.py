@@ -31,3 +31,18 @@ def test_reproduce_writes_its_table_from_the_runs(tmp_path) -> None:
     table = out.read_text()
     assert "| Schoenholz et al. 2017 |" in table and "experiment=meanfield_check" in table
     assert "| reproduced |" in table and "vs chi_1" in table
+
+
+def test_bench_runs_every_section_and_writes_its_json(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "scripts/bench.py", "--steps", "30", "--warmup", "5",
+                    "--rounds", "1", "--jobs", "2", "--sweep-steps", "5", "--out", str(out),
+                    "data=digits", "model.depth=2"],
+                   cwd=REPO, check=True, capture_output=True, timeout=600,
+                   env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
+    result = json.loads(out.read_text())
+    assert set(result["steps"]) == {"plain", "default", "monitor_off", "per_step", "compiled"}
+    assert result["steps"]["plain"]["vs_plain"] == 1.0
+    assert set(result["sweep"]) == {"sequential", "parallel", "vectorized"}
+    assert set(result["start_s"]) == {"one_step_run_csv", "one_step_run_csv_wandb",
+                                      "config_error", "help"}
