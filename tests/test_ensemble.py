@@ -69,6 +69,7 @@ def test_an_ensemble_member_equals_the_job_run_alone(tmp_path) -> None:
         assert (member / ".hydra" / "overrides.yaml").exists()
         assert len(list((member / "wandb").glob("offline-run-*/*.wandb"))) == 1
         assert (member / "checkpoints" / "last.ckpt").exists()
+        assert "diagnosis:" in (member / "train.log").read_text()  # its own verdicts
     solo = run_job(tmp_path / "solo", ["logger=csv", "seed=1", "optimizer.lr=3e-3",
                                        "trainer.max_steps=30", *COMMON])
     assert_same_run(members[3], Path(solo["run_dir"]))

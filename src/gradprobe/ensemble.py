@@ -38,6 +38,7 @@ from gradprobe import record
 from gradprobe.data import StepChunks
 from gradprobe.instruments import GradientFlow
 from gradprobe.instruments.gradient_flow import (
+    last_step_of,
     record_activations,
     record_backprop,
     watch_layers,
@@ -166,18 +167,13 @@ class Ensemble:
         return DistributedSampler(range(len(self.train_x)), num_replicas=1, rank=0,
                                   shuffle=True, seed=member.cfg.seed)
 
-    def _last_step(self) -> int:
-        trainer = self.cfg.trainer
-        total = self._batches * trainer.max_epochs if trainer.max_epochs > 0 else math.inf
-        if trainer.max_steps >= 0:
-            total = min(total, trainer.max_steps)
-        return int(total) - 1 if math.isfinite(total) else -1
-
     def _set_up_monitor(self, member: Member) -> None:
         member.monitor = build_monitor(member.cfg, member.choices, member.run_dir)
         if member.monitor is None:
             return
-        member.monitor.watch(self.layers, member.run_dir / "gradflow", self._last_step())
+        trainer = self.cfg.trainer
+        member.monitor.watch(self.layers, member.run_dir / "gradflow",
+                             last_step_of(self._batches, trainer.max_epochs, trainer.max_steps))
         member.monitor.numel = member.monitor.numel.to(self.device)
         if member.prediction.get("applies"):
             member.monitor.predicted_profile = member.prediction["relative_weight_gradients"]
@@ -458,7 +454,15 @@ class Ensemble:
         loggers = build_loggers(member.cfg, member.run_dir, member.choices, member.overrides,
                                 member.group)
         monitor = member.monitor
+        own_log = logging.FileHandler(member.run_dir / "train.log")  # its verdicts, in its log
+        own_log.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - "
+                                               "%(message)s"))
+        log.addHandler(own_log)
         try:
+            log.info("trained in an ensemble of %d jobs (summary.json lists their run dirs)",
+                     len(self.members))
+            if monitor and "init" in monitor.report:
+                log.info("init probe: %s", monitor.report["init"]["text"])
             rows = list(member.logs)
             if monitor:
                 monitor.flush([])
@@ -479,3 +483,5 @@ class Ensemble:
             publish_theory(loggers, member.prediction)
         finally:
             close_loggers(loggers, status)
+            log.removeHandler(own_log)
+            own_log.close()

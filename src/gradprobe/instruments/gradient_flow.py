@@ -408,10 +408,15 @@ def last_step(trainer: pl.Trainer) -> int:
     chunks = getattr(trainer.train_dataloader, "batch_sampler", None)
     if not isinstance(chunks, StepChunks):
         total = trainer.estimated_stepping_batches
-    else:
-        total = chunks.batches * trainer.max_epochs if trainer.max_epochs > 0 else math.inf
-        if trainer.max_steps >= 0:
-            total = min(total, trainer.max_steps)
+        return int(total) - 1 if math.isfinite(total) else -1
+    return last_step_of(chunks.batches, trainer.max_epochs, trainer.max_steps)
+
+
+def last_step_of(batches_per_epoch: int, max_epochs: int, max_steps: int) -> int:
+    """The last step of a run of one step per batch (-1 when neither limit is set)."""
+    total = batches_per_epoch * max_epochs if max_epochs > 0 else math.inf
+    if max_steps >= 0:
+        total = min(total, max_steps)
     return int(total) - 1 if math.isfinite(total) else -1
 
 
