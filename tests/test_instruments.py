@@ -266,3 +266,23 @@ def test_jacobian_singular_values_match_the_analytic_jacobian() -> None:
             z = w @ h + b
             svs += list(np.linalg.svd(np.diag(1 - np.tanh(z) ** 2) @ w, compute_uv=False))
         assert measured[name] == pytest.approx(float(np.mean(svs)), rel=1e-4)
+
+
+def test_histogram_bins_keep_infinities_and_drop_nans() -> None:
+    """A diverging run reaches a histogram step with NaN and Inf values: ends bins take the
+    infinities (and everything out of range), NaNs are not counted, nothing raises."""
+    import numpy as np
+
+    from gradprobe.instruments.stats import Bins
+
+    bins = Bins(-4.0, 4.0, 64)
+    values = torch.tensor([float("nan"), float("inf"), float("-inf"), -9.0, 0.01, 3.99, 9.0])
+    counts = bins.counts(values)
+    finite = values[torch.isfinite(values)].clamp(-4.0, 3.999).numpy()
+    expected, _ = np.histogram(finite, bins=bins.edges.numpy())
+    expected[0] += 1  # -inf
+    expected[-1] += 1  # +inf
+    assert counts.tolist() == expected.tolist() and int(counts.sum()) == 6
+    both = bins.counts_per_tensor([values, values[4:]])
+    assert both.shape == (2, 64) and both[0].tolist() == counts.tolist()
+    assert both[1].tolist() == bins.counts(values[4:]).tolist()

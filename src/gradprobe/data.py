@@ -158,14 +158,21 @@ class IndexedTensors(Dataset):
 
 
 class StepChunks(Sampler):
-    """Groups a sampler's order into chunks of up to ``steps`` batches, yielded as one
-    ``(steps, batch_size)`` index tensor: one Lightning call then trains several optimizer steps
-    on exactly the batches it would have seen one by one (last partial batch dropped). ``limit``
-    is Lightning's ``limit_train_batches`` in batches: a count, or a fraction of the epoch."""
+    """Groups a sampler's order into chunks of batches, each yielded as one
+    ``(batches, batch_size)`` index tensor: one Lightning call then trains several optimizer
+    steps on exactly the batches it would have seen one by one (last partial batch dropped).
+    ``limit`` is Lightning's ``limit_train_batches`` in batches: a count, or a fraction.
 
-    def __init__(self, sampler: Sampler, batch_size: int, steps: int,
-                 limit: int | float = 1.0) -> None:
+    Lightning validates after an epoch's last call but not when ``max_steps`` ends an epoch
+    early. So every epoch has the same number of chunks (at least 2, of at most ``steps``
+    batches where that allows), and the epoch that ``max_steps`` cuts short has a chunk boundary
+    at the cut with at least one chunk after it: training then ends as with one batch per call.
+    """
+
+    def __init__(self, sampler: DistributedSampler, batch_size: int, steps: int,
+                 limit: int | float = 1.0, max_steps: int = -1) -> None:
         self.sampler, self.batch_size, self.steps, self.limit = sampler, batch_size, steps, limit
+        self.max_steps = max_steps
 
     @property
     def batches(self) -> int:
@@ -173,11 +180,24 @@ class StepChunks(Sampler):
         return min(full, self.limit) if isinstance(self.limit, int) else int(full * self.limit)
 
     def __len__(self) -> int:
-        return -(-self.batches // self.steps)
+        return min(self.batches, max(2, -(-self.batches // self.steps)))
+
+    def sizes(self, epoch: int) -> list[int]:
+        """The chunk sizes (in batches) of ``epoch``."""
+        n, cut = len(self), self.max_steps - epoch * self.batches
+        if not (self.max_steps >= 0 and 0 < cut < self.batches) or n < 2:
+            return _even(self.batches, n)
+        before = min(n - 1, max(1, -(-cut // self.steps)))
+        return _even(cut, before) + _even(self.batches - cut, n - before)
 
     def __iter__(self):
         order = torch.as_tensor(list(self.sampler))[:self.batches * self.batch_size]
-        yield from order.view(-1, self.batch_size).split(self.steps)
+        yield from order.view(-1, self.batch_size).split(self.sizes(self.sampler.epoch))
+
+
+def _even(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` sizes differing by at most one."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
 
 
 def _as_batch(batch: Pair) -> Pair:
@@ -196,10 +216,12 @@ class InMemoryDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int,
-                 steps_per_call: int = 1, limit: int | float = 1.0) -> None:
+                 steps_per_call: int = 1, limit: int | float = 1.0,
+                 max_steps: int = -1) -> None:
         super().__init__()
         self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
         self.seed, self.steps_per_call, self.limit = seed, steps_per_call, limit
+        self.max_steps = max_steps
         self.sets: dict[str, IndexedTensors] = {}
 
     def setup(self, stage: str) -> None:
@@ -219,7 +241,8 @@ class InMemoryDataModule(pl.LightningDataModule):
                                      seed=self.seed)
         batch_size = min(self.batch_size, len(data))
         if self.steps_per_call > 1:
-            chunks = StepChunks(sampler, batch_size, self.steps_per_call, self.limit)
+            chunks = StepChunks(sampler, batch_size, self.steps_per_call, self.limit,
+                                self.max_steps)
             return DataLoader(data, batch_sampler=chunks, collate_fn=_as_batch)
         return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True,
                           collate_fn=_as_batch)

@@ -208,7 +208,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     # With chunks the datamodule applies limit_train_batches (in batches, not chunks).
     limit = cfg.trainer.limit_train_batches if chunk > 1 else 1.0
     datamodule = InMemoryDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
-                                    cfg.seed, steps_per_call=chunk, limit=limit)
+                                    cfg.seed, steps_per_call=chunk, limit=limit,
+                                    max_steps=cfg.trainer.max_steps)
     module = build_module(cfg, splits.input_shape, splits.num_outputs, chunk, cfg.engine.compile)
     prediction = predict_init(cfg, choices, module.net, splits)
     loggers = build_loggers(cfg, run_dir, choices, overrides, group)

@@ -62,9 +62,10 @@ def activation_stats(pre: Tensor, out: Tensor | None, bounds: tuple[float, float
 
 
 class Bins:
-    """Fixed, uniform histogram bins; values outside fall into the end bins, so nothing is lost.
-    Bin indices come from arithmetic (no binary search), for many tensors in one bincount; in
-    float64 with power-of-two bin widths, so they agree exactly with the saved edges."""
+    """Fixed, uniform histogram bins; values outside (infinities too) fall into the end bins, so
+    nothing finite is lost; NaNs (a diverging run) are not counted. Bin indices come from
+    arithmetic (no binary search), for many tensors in one bincount; in float64 with
+    power-of-two bin widths, so they agree exactly with the saved edges."""
 
     def __init__(self, low: float, high: float, count: int) -> None:
         self.edges = torch.linspace(low, high, count + 1)
@@ -72,16 +73,20 @@ class Bins:
         self.width = (high - low) / count
 
     def index(self, values: Tensor) -> Tensor:
+        """Bin of each value; NaN goes to an extra bin ``count``, which counting drops (no
+        masking, so no host sync)."""
         scaled = (values.detach().flatten().double() - self.low) / self.width
-        return scaled.floor_().clamp_(0, self.count - 1).long()
+        return scaled.floor_().clamp_(0, self.count - 1).nan_to_num_(nan=self.count).long()
 
     def counts(self, values: Tensor) -> Tensor:
-        return torch.bincount(self.index(values), minlength=self.count)
+        return torch.bincount(self.index(values), minlength=self.count + 1)[:self.count]
 
     def counts_per_tensor(self, tensors: list[Tensor]) -> Tensor:
         """(len(tensors), count): one pass over all of them, offset per tensor."""
-        index = torch.cat([self.index(t) + k * self.count for k, t in enumerate(tensors)])
-        return torch.bincount(index, minlength=len(tensors) * self.count).view(len(tensors), -1)
+        stride = self.count + 1
+        index = torch.cat([self.index(t) + k * stride for k, t in enumerate(tensors)])
+        counts = torch.bincount(index, minlength=len(tensors) * stride)
+        return counts.view(len(tensors), stride)[:, :self.count]
 
 
 GRAD_BINS = Bins(-12.0, 2.0, 56)  # log10 |g|: 1e-12 .. 1e2, a quarter decade per bin
