@@ -288,7 +288,8 @@ class Ensemble:
         self._correct += (logits.argmax(-1) == y).sum(-1)
         self._seen += y.shape[1]
         self._batches_seen += 1
-        self._watched.append((self.step, losses))
+        if self.members[0].monitor is not None:  # checked on sampled steps, as GradientFlow does
+            self._watched.append((self.step, losses))
         if self.step % self.cfg.trainer.log_every_n_steps == 0:
             self._step_losses.append((self.step, losses))
 
