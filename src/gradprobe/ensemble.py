@@ -322,8 +322,7 @@ class Ensemble:
 
     def _flush_monitors(self) -> None:
         for member in self.members:
-            pending = member.monitor.recorder.pending
-            if any(r.step == 0 for r in pending) or len(pending) >= member.monitor.flush_every:
+            if member.monitor.flush_due():
                 member.monitor.flush([])
 
     def _check_divergence(self) -> None:

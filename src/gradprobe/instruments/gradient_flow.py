@@ -267,9 +267,15 @@ class GradientFlow(Callback):
         if self._completed:  # a sampled step finished in this batch
             self._completed = False
             self._check_divergence(trainer)  # the one host sync between flushes
-            init_pending = any(row.step == 0 for row in self.recorder.pending)
-            if init_pending or len(self.recorder.pending) >= self.flush_every or self.diverged:
+            if self.flush_due():
                 self._flush(trainer)
+
+    def flush_due(self) -> bool:
+        """Flush right after the init probe (its verdict is printed at once), every
+        ``flush_every_n_samples`` samples, and as soon as the run diverged."""
+        pending = self.recorder.pending
+        init = any(row.step == 0 for row in pending)
+        return init or len(pending) >= self.flush_every or self.diverged is not None
 
     def _flush(self, trainer: pl.Trainer) -> None:
         self.flush(trainer.loggers, trainer.is_global_zero)
