@@ -6,6 +6,8 @@ Runs go to pytest's tmp dirs; datasets are cached in one session-wide tmp dir; W
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,3 +54,29 @@ def run(tmp_path: Path):
     def _run(*overrides: str, name: str = "run") -> dict[str, Any]:
         return run_job(tmp_path / name, [*FAST, *overrides])
     return _run
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file and folder under ``folder`` with its bytes: equal snapshots before and after a
+    command mean it wrote nothing there (a refusal)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>"
+            for p in sorted(folder.rglob("*"))}
+
+
+def cli(*args: str, cwd: Path = REPO, timeout: float = 300,
+        **popen: Any) -> subprocess.CompletedProcess:
+    """``python train.py <args>`` as a user would run it; the test data dir is shared."""
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR}, **popen)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """One finished 2-epoch run (digits, depth 3, monitored), made once; copy it before use."""
+    run_dir = tmp_path_factory.mktemp("small") / "run"
+    run_job(run_dir, [*FAST, "data=digits", "model.depth=3", "trainer.max_epochs=2"])
+    return run_dir

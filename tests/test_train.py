@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from hydra.errors import InstantiationException
 
 from conftest import CONF_DIR, DATA_DIR, FAST, REPO, run_job
 from fabricate import vision_root
+from gradprobe.module import GradprobeModule
 from gradprobe.record import RunDirError
 from gradprobe.run import load_module
+from gradprobe.schema import DataError
 
 SHORT = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
          "trainer.limit_test_batches=1"]
@@ -119,11 +120,21 @@ def test_checkpoints_load_weights_only(run) -> None:
     assert torch.equal(module.net.head.weight, state["state_dict"]["net.head.weight"])
 
 
-def test_failure_is_recorded(run, tmp_path) -> None:
-    with pytest.raises(InstantiationException, match="NoSuchDataset"):
-        run("data=mnist", "data.source.name=NoSuchDataset")
+def test_failure_is_recorded(run, tmp_path, monkeypatch) -> None:
+    def crash(*args, **kwargs):
+        raise RuntimeError("boom in training")
+
+    monkeypatch.setattr(GradprobeModule, "training_step", crash)
+    with pytest.raises(RuntimeError, match="boom in training"):
+        run("data=digits", *SHORT)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "failed" and "NoSuchDataset" in summary["error"]
+    assert summary["status"] == "failed" and "boom in training" in summary["error"]
+
+
+def test_data_that_cannot_load_is_refused_before_anything_is_written(run, tmp_path) -> None:
+    with pytest.raises(DataError, match="NoSuchDataset"):
+        run("data=mnist", "data.source.name=NoSuchDataset")
+    assert not (tmp_path / "run").exists()
 
 
 def test_finished_run_dir_is_never_overwritten(run) -> None:

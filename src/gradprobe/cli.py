@@ -1,7 +1,10 @@
 """Hydra entry point: validate the config, run it, and turn the outcome into a recorded status.
 
 Nothing heavy is imported at module level: a bad config value is reported (one line, exit 2)
-before torch or Lightning are loaded.
+before torch or Lightning are loaded. A refusal (a bad value, a run directory that cannot be
+used, data that cannot be loaded) writes nothing: Hydra's own record (``hydra.output_subdir``
+is null) and the log file (opened on its first line) are written by the run once it starts.
+Exit codes: 0 done (completed or diverged), 1 failed, 2 refused, 128 + N ended by signal N.
 """
 
 from __future__ import annotations
@@ -17,12 +20,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gradprobe.record import RunDirError, config_to_resume, is_rank_zero, record_failure
-from gradprobe.schema import ConfigError, validate
-from gradprobe.sweep import parallel_jobs, previous_result, threads_per_job
+from gradprobe import interrupt
+from gradprobe.record import RunDirError, hydra_record, is_rank_zero, record_failure
+from gradprobe.resume import config_to_resume
+from gradprobe.schema import ConfigError, DataError, validate
+from gradprobe.sweep import (
+    SweepSummary,
+    parallel_jobs,
+    previous_result,
+    summarize,
+    threads_per_job,
+)
+from gradprobe.trusted import CONF_DIR
 
 NAN = float("nan")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+REFUSALS = (ConfigError, DataError, RunDirError)
 log = logging.getLogger("gradprobe")
 
 
@@ -45,18 +57,31 @@ def choices_of(hydra_cfg: Any) -> dict[str, str]:
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
-          group: str | None = None, job: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate and run one composed config (or continue ``cfg.resume``); returns its summary.
-    The CLI calls this with Hydra's runtime values; tests call it with a composed config."""
+          group: str | None = None, job: dict[str, Any] | None = None,
+          hydra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate and run one composed config (or continue ``cfg.resume``, with the overrides a
+    resume may change); returns its summary. The CLI calls this with Hydra's runtime values;
+    tests call it with a composed config."""
     if cfg.get("resume"):
         resume = cfg.resume
-        cfg = config_to_resume(Path(resume))
+        cfg = config_to_resume(Path(resume), overrides)
         cfg.resume = resume
     validate(cfg)
     from gradprobe.run import execute  # heavy imports (torch, Lightning) only after validation
 
     return execute(cfg, Path(run_dir), choices, overrides, interactive=interactive(),
-                   group=group, job=job)
+                   group=group, job=job, hydra=hydra)
+
+
+def refuse(err: Exception, run_dir: Path, resuming: bool) -> None:
+    """One line on stderr, exit 2; the empty directory Hydra made for a new run goes again."""
+    print(err, file=sys.stderr)
+    cwd, folder = Path.cwd(), run_dir.absolute()
+    while (not resuming and folder.is_relative_to(cwd) and folder != cwd and folder.is_dir()
+           and not any(folder.iterdir())):
+        folder.rmdir()  # e.g. outputs/<date>/<time>, made by Hydra for this command
+        folder = folder.parent
+    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -67,25 +92,27 @@ def _hydra_main(cfg: DictConfig) -> float:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir, choices = Path(hydra_cfg.runtime.output_dir), choices_of(hydra_cfg)
     overrides = list(hydra_cfg.overrides.task)
+    interrupt.install()
+    if sweeping:
+        interrupt.end_with_parent()
     if sweeping and cfg.sweep.resume:
         try:
             done = previous_result(run_dir, overrides)
         except ValueError as err:
-            log.error("%s", err)
+            print(err, file=sys.stderr)
             return NAN
-        if done is not None:
-            log.info("already %s, skipped: %s", done["status"], run_dir)
+        if done is not None:  # printed, not logged: a finished job's log stays as it was
+            print(f"already {done['status']}, skipped: {run_dir}")
             return objective_of(done, cfg)
     try:
         job = {"number": hydra_cfg.job.num if sweeping else None,
                "threads": cfg.get("threads") or threads_per_job(hydra_cfg.get("launcher"))}
         summary = train(cfg, run_dir, choices, overrides,
                         group=str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None,
-                        job=job)
-    except (ConfigError, RunDirError) as err:
+                        job=job, hydra=hydra_record(hydra_cfg, cfg))
+    except REFUSALS as err:
         if not sweeping:
-            print(err, file=sys.stderr)
-            sys.exit(2)
+            refuse(err, run_dir, resuming=bool(cfg.get("resume")))
         log.error("%s", err)
         record_failure(cfg, run_dir, choices, overrides, str(err))
         return NAN
@@ -94,6 +121,14 @@ def _hydra_main(cfg: DictConfig) -> float:
             raise
         log.exception("job failed (recorded in its summary.json); the sweep goes on")
         return NAN
+    except BaseException:
+        if interrupt.orphaned:  # the sweep's process is gone: nobody to return to
+            os._exit(interrupt.exit_code())
+        if interrupt.received and not sweeping:
+            print(f"interrupted by {interrupt.signal_name()} (recorded in its summary.json): "
+                  f"{run_dir}", file=sys.stderr)
+            sys.exit(interrupt.exit_code())
+        raise
     if not is_rank_zero():
         return NAN
     shown = {k: round(v, 4) for k, v in summary["metrics"].items() if k.startswith("test/")}
@@ -109,8 +144,19 @@ def objective_of(summary: dict[str, Any], cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    """The command: a signal ends it with 128 + N, after the record and, in a sweep, the
+    summary line of its jobs so far."""
     register_resolvers()
-    _hydra_main()
+    interrupt.mark_sweep_process()
+    interrupt.install()
+    try:
+        _hydra_main()
+    except (KeyboardInterrupt, SystemExit):
+        if interrupt.received is None:
+            raise
+        if SweepSummary.running is not None and SweepSummary.running.is_dir():
+            summarize(SweepSummary.running)
+        sys.exit(interrupt.exit_code())
 
 
 if __name__ == "__main__":

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from gradprobe.schema import DataError, check_split_sizes, planned_splits
+
 Pair = tuple[Tensor, Tensor]
+log = logging.getLogger("gradprobe")
 
 
 @dataclass
@@ -65,7 +71,8 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42,
                                               "train_split": train_split, "seed": seed}
     key = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
     cache = data_root(root) / f"mnist1d-{key}.npz"
-    if not cache.exists():
+
+    def generate() -> None:
         from mnist1d.utils import ObjectView
 
         d = make_dataset(ObjectView(args))
@@ -73,10 +80,34 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42,
         tmp = cache.with_suffix(f".{np.random.randint(1 << 30)}.npz")
         np.savez(tmp, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"])
         tmp.replace(cache)  # atomic: parallel jobs never read a half-written file
-    with np.load(cache) as d:
-        train, test = _classification(d["x"], d["y"]), _classification(d["x_test"], d["y_test"])
+
+    if not cache.exists():
+        generate()
+    try:
+        train, test = _read_mnist1d(cache)
+    except Exception as err:  # damaged from outside (only whole files are ever written)
+        # The cache is a pure function of ``args``: regenerating it (~1 s) loses nothing.
+        log.warning("MNIST-1D cache %s is unreadable (%s); regenerating it", cache,
+                    _first_line(err))
+        generate()
+        try:
+            train, test = _read_mnist1d(cache)
+        except Exception as again:
+            raise DataError(f"data error: MNIST-1D cache {cache} is unreadable even after "
+                            f"regenerating it ({_first_line(again)}); delete it to regenerate, "
+                            "and check the disk") from again
     train, val = split_off(train, val_fraction, split_seed)
     return Splits(train, val, test, num_outputs=10)
+
+
+def _read_mnist1d(cache: Path) -> tuple[Pair, Pair]:
+    with np.load(cache) as d:
+        return _classification(d["x"], d["y"]), _classification(d["x_test"], d["y_test"])
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def digits(test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0) -> Splits:
@@ -121,8 +152,15 @@ def torchvision_dataset(name: str, root: str | None = None, download: bool = Tru
 
     cls = getattr(torchvision.datasets, name)
     folder = str(data_root(root))
-    train_set = cls(folder, train=True, download=download)
-    test_set = cls(folder, train=False, download=download)
+    try:
+        train_set = cls(folder, train=True, download=download)
+        test_set = cls(folder, train=False, download=download)
+    except Exception as err:  # missing, truncated or garbled files, or a failed download
+        files = Path(folder) / (getattr(cls, "base_folder", None) or name)
+        fix = (f"delete {files} to download it again" if download else
+               "set data.source.download=true, or put the files there")
+        raise DataError(f"data error: torchvision {name} could not be loaded from {files} "
+                        f"({_first_line(err)}); {fix}") from err
 
     def as_pair(ds: Dataset) -> Pair:
         x = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0
@@ -135,6 +173,24 @@ def torchvision_dataset(name: str, root: str | None = None, download: bool = Tru
     train, test = [((x - mean) / std, y) for x, y in (train, test)]
     train, val = split_off(train, val_fraction, split_seed)
     return Splits(train, val, test, num_outputs=len(train_set.classes))
+
+
+def check_splits(splits: Splits, cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` (one line: keys, values, what is needed) where the loaded data
+    cannot serve the run: an empty split, fewer than 2 examples where batch norm or R2 need
+    them, a ``limit_*_batches`` that keeps no batch. ``schema.validate`` already checked the
+    sources whose sizes the config alone decides; this sees the real sizes of every source."""
+    plain: Any = OmegaConf.to_container(cfg, resolve=True)
+    source = plain["data"]["source"]
+    sizes = {name: len(getattr(splits, name)[0]) for name in ("train", "val", "test")}
+    planned = planned_splits(source)
+    if planned:
+        keys = planned[1]
+    else:
+        named = [f"data.source.{k}" for k in ("name",) if k in source] or ["data.source._target_"]
+        held = [f"data.source.{k}" for k in ("val_fraction",) if k in source]
+        keys = {"train": named + held, "val": named + held, "test": named}
+    check_split_sizes(plain, sizes, keys)
 
 
 # --------------------------------------------------------------------------- serving

@@ -36,7 +36,7 @@ from torch.utils.data import DistributedSampler
 
 from gradprobe import record
 from gradprobe.data import StepChunks
-from gradprobe.instruments import GradientFlow
+from gradprobe.instruments import GradientFlow, guard
 from gradprobe.instruments.gradient_flow import (
     last_step_of,
     record_activations,
@@ -66,6 +66,7 @@ class Member:
     choices: dict[str, str]
     overrides: list[str]
     group: str | None = None
+    hydra: dict[str, Any] | None = None  # Hydra's record of the job (record.hydra_record)
     info: dict[str, Any] = field(default_factory=dict)
     logs: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -73,6 +74,7 @@ class Member:
     prediction: dict[str, Any] = field(default_factory=dict)
     best_val_loss: float = math.inf
     stopped_at: int | None = None  # the step after which a diverged member stopped counting
+    diverged: dict[str, Any] | None = None  # the divergence guard's record, as a solo run's
 
 
 def train(members: list[Member]) -> list[dict[str, Any]]:
@@ -80,7 +82,7 @@ def train(members: list[Member]) -> list[dict[str, Any]]:
     started = time.time()
     for member in members:
         member.info = record.start(member.cfg, member.run_dir, member.choices, member.overrides,
-                                   resumed=False)
+                                   hydra=member.hydra)
         member.info |= {"threads": torch.get_num_threads(),
                         "ensemble": {"members": len(members),
                                      "run_dirs": [str(m.run_dir) for m in members]}}
@@ -137,7 +139,9 @@ class Ensemble:
         self.scheduler = instantiate(self.cfg.scheduler)(self.optimizer) if scheduler else None
         self.step, self.epoch = 0, 0
         self._batches = self._batches_per_epoch()
-        self._watched: list[tuple[int, Tensor]] = []
+        divergence = guard.settings(self.cfg)  # the rule of a solo run, for each member
+        self.divergence = guard.Divergence(divergence["loss_factor"])
+        self._check_every = self._next_check = divergence["check_every_n_steps"]
         self._reset_epoch_sums()
         for member in members:
             self._set_up_monitor(member)
@@ -192,7 +196,7 @@ class Ensemble:
             self._end_epoch(validate=not self._stopped_early())
             if self._done():
                 break
-        self._check_divergence()
+        self._check_divergence(final=True)
         tests = self._evaluate("test") or [{} for _ in self.members]
         return [self._finish(member, test) for member, test in zip(self.members, tests,
                                                                    strict=True)]
@@ -261,8 +265,9 @@ class Ensemble:
         if sampled:
             self._measure_updates(rows, norms, before)
         self.step += 1
+        if sampled or self.step >= self._next_check:
+            self._check_divergence()  # one host copy, as a solo run's guard reads it
         if sampled:
-            self._check_divergence()  # the one host sync between flushes
             self._flush_monitors()
 
     def _zero_grad(self) -> None:
@@ -288,8 +293,7 @@ class Ensemble:
         self._correct += (logits.argmax(-1) == y).sum(-1)
         self._seen += y.shape[1]
         self._batches_seen += 1
-        if self.members[0].monitor is not None:  # checked on sampled steps, as GradientFlow does
-            self._watched.append((self.step, losses))
+        self.divergence.add(self.step, losses[None])  # a reference: no device work
         if self.step % self.cfg.trainer.log_every_n_steps == 0:
             self._step_losses.append((self.step, losses))
 
@@ -325,25 +329,23 @@ class Ensemble:
             if member.monitor.flush_due():
                 member.monitor.flush([])
 
-    def _check_divergence(self) -> None:
-        """Per member, the first step whose loss or gradient norm was not finite: one host copy
-        of the losses watched since the last check, and the monitor's own check of its
-        gradient norms, as in a solo run. A diverged member stops counting steps and records."""
-        if self.members[0].monitor is None or not self._watched:
-            return
-        steps = [s for s, _ in self._watched]
-        finite = torch.isfinite(torch.stack([v for _, v in self._watched])).cpu()
-        self._watched = []
-        for i, member in enumerate(self.members):
-            bad_loss = (~finite[:, i]).nonzero()
-            bad_steps = [steps[int(bad_loss[0])]] if len(bad_loss) else []
-            bad_grad = member.monitor.first_nonfinite_step()
-            bad_steps += [bad_grad] if bad_grad is not None else []
-            if member.stopped_at is None and bad_steps:
-                member.monitor.diverged = {"step": min(bad_steps),
-                                           "layer": self._first_bad_layer(i)}
+    def _check_divergence(self, final: bool = False) -> None:
+        """Each member's first diverged step by the rule of a solo run
+        (:class:`gradprobe.instruments.guard.Divergence` on its losses; at the end also the
+        weights its last step left): one host copy. A diverged member stops counting steps."""
+        self._next_check = self.step + self._check_every
+        if final and self.step > 0:
+            finite = torch.stack([torch.isfinite(p.detach()).flatten(1).all(1)
+                                  for p in self.params.values()]).all(0)
+            self.divergence.add_weights(self.step - 1, finite)
+        first = self.divergence.first_steps() or [None] * len(self.members)
+        for i, (member, step) in enumerate(zip(self.members, first, strict=True)):
+            if member.stopped_at is None and step is not None:
+                member.diverged = {"step": step, "layer": self._first_bad_layer(i)}
                 member.stopped_at = self.step
-                member.monitor.flush([])
+                if member.monitor:
+                    member.monitor.diverged = member.diverged
+                    member.monitor.flush([])
 
     def _first_bad_layer(self, i: int) -> str | None:
         for tensors in ([self.params[n][i] for n in self.weight_names],
@@ -428,7 +430,7 @@ class Ensemble:
         if member.monitor:
             report = member.monitor.report
             summary["diagnosis"] = {k: report[k] for k in ("init", "final") if k in report}
-            summary["diverged"] = member.monitor.diverged
+        summary["diverged"] = member.diverged
         return summary
 
     def _save_weights(self, i: int, member: Member, steps: int) -> Path:

@@ -77,7 +77,8 @@ class GradprobeModule(pl.LightningModule):
             if not (k == 0 and logged):
                 self._step_losses.append((first_step + k, losses[k]))
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: tuple[Tensor, Tensor],
+                      batch_idx: int) -> Tensor | dict[str, Tensor] | None:
         x, y = batch
         first = self.trainer.global_step
         if self.automatic_optimization:
@@ -96,7 +97,8 @@ class GradprobeModule(pl.LightningModule):
         self._account(torch.cat(outs), losses, y[:steps].flatten(0, 1), first)
         # Lightning logs at a step that counts its calls; +1 after this call = optimizer steps.
         self.trainer.fit_loop.epoch_loop._batches_that_stepped = first + steps - 1
-        return losses.sum()
+        # each step's loss, for the divergence guard (instruments.guard): the first bad step
+        return {"loss": losses.sum(), "step_losses": losses}
 
     def _optimizer_step(self, optimizer: Any, step: int, x: Tensor,
                         y: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,18 +1,25 @@
-"""The run directory's records: resolved config, ``summary.json``, versions and git state.
+"""The run directory's records: resolved config, ``summary.json``, Hydra's record, versions,
+git state, and the lock that marks a run as live.
 
 ``summary.json`` is written at the start with status ``running`` and replaced atomically at the
 end with the final status, so a killed run is recognisable and a finished one is never
-overwritten: :func:`start` refuses a directory whose summary already says how the run ended.
+overwritten: :func:`start` refuses a directory that already holds a run, unless resuming it, and
+a directory whose lock a live process holds. Every file here is written beside its target and
+renamed into place, so a kill or a full disk leaves the old version or the new one, never half.
+Nothing is written before every check has passed: a refusal leaves the directory as it was.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,40 +31,89 @@ RESOLVED_CONFIG = "config_resolved.yaml"
 RESUMABLE = ("running", "interrupted", "failed")  # "running" in a dead process: killed
 PACKAGES = ("gradprobe", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf",
             "wandb", "numpy", "mnist1d", "scikit-learn", "torchvision")
+LOCK = ".lock"
 REPO = Path(__file__).resolve().parents[2]
+_held_locks: dict[Path, int] = {}
 
 
 class RunDirError(RuntimeError):
-    """The run directory cannot be used: it holds a finished run, or nothing to resume."""
+    """The run directory cannot be used: it holds a finished or live run, or nothing to resume.
+    The message is one line that names the file and what to do."""
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``summary.json``; ``None`` if there is none; RunDirError if it is unreadable."""
     path = Path(run_dir) / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path} is unreadable ({type(err).__name__}: {err}); move it aside "
+                          "to use this directory") from None
+    if not isinstance(summary, dict) or "status" not in summary:
+        raise RunDirError(f"{path} is not a gradprobe summary (no status); move it aside to use "
+                          "this directory")
+    return summary
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write beside ``path``, flush to disk, rename over it: readers see old or new, never half.
+    On any error (a full disk) the temporary file is removed and the old file is untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def config_to_resume(run_dir: Path) -> DictConfig:
-    """The resolved config a run saved when it started, to continue it unchanged."""
-    summary = read_summary(run_dir)
-    if summary is None or not (Path(run_dir) / RESOLVED_CONFIG).exists():
-        raise RunDirError(f"resume={run_dir}: not a gradprobe run directory (no {SUMMARY})")
-    if summary["status"] not in RESUMABLE:
-        raise RunDirError(f"resume={run_dir}: that run already ended with status "
-                          f"{summary['status']}; nothing to resume")
-    return OmegaConf.load(Path(run_dir) / RESOLVED_CONFIG)
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds the run directory's lock ("pid 123 on host, since ..."), or ``None`` when no
+    live process does. Reads only: a shared lock is tried and given back at once."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)  # closing gives back the shared lock
+    return None
 
 
-def checkpoint_to_resume(run_dir: Path) -> str:
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    if not last.exists():
-        raise RunDirError(f"resume={run_dir}: no checkpoints/last.ckpt to continue from")
-    return str(last)
+def acquire_lock(run_dir: Path) -> None:
+    """Hold the run directory's lock until :func:`release_lock` or the process ends (the OS
+    releases it even after ``kill -9``). A live holder means another writer: refused."""
+    path = Path(run_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirError(f"{run_dir} is in use by a live run ({holder}); wait for it to end "
+                          "or stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}\n".encode())
+    _held_locks[Path(run_dir)] = fd
+
+
+def release_lock(run_dir: Path) -> None:
+    fd = _held_locks.pop(Path(run_dir), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def is_rank_zero() -> bool:
@@ -66,40 +122,69 @@ def is_rank_zero() -> bool:
 
 
 def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
-          resumed: bool) -> dict[str, Any]:
-    """Write the run's records before training; returns the part of the summary known now."""
+          resumed: dict[str, Any] | None = None,
+          hydra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check the directory, take its lock, then write the run's records before training;
+    returns the part of the summary known now. ``resumed`` describes the checkpoint a resumed
+    run continues from; ``hydra`` is Hydra's record of this invocation (:func:`hydra_record`),
+    written to ``.hydra/`` (a resume: ``.hydra/resumed-<time>/``)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    previous = read_summary(run_dir)
     if not is_rank_zero():
         return {"run_dir": str(run_dir), "seed": cfg.seed, "choices": choices}
+    previous = read_summary(run_dir)
     if previous and not resumed:
         raise RunDirError(f"{run_dir} already holds a run (status {previous['status']}); "
                           "refusing to overwrite it (resume=<run dir> continues one)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    acquire_lock(run_dir)
     if resumed and previous:
-        keep = ("run_dir", "seed", "choices", "overrides", "command", "started_at")
-        info = {k: previous[k] for k in keep}
+        keep = ("seed", "choices", "overrides", "command", "started_at", "wandb_id")
+        info = {k: previous.get(k) for k in keep} | {"run_dir": str(run_dir)}  # may have moved
         info["resumed_at"] = [*previous.get("resumed_at", []), now()]
+        info["resumed_from"] = [*previous.get("resumed_from", []), resumed]
+        info["resume_overrides"] = cfg.get("resume_overrides") or []
     else:
-        OmegaConf.save(cfg, run_dir / RESOLVED_CONFIG, resolve=True)
+        write_atomic(run_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         info = {"run_dir": str(run_dir), "seed": cfg.seed, "choices": choices,
-                "overrides": overrides, "command": command_line(), "started_at": now()}
+                "overrides": overrides, "command": command_line(), "started_at": now(),
+                "wandb_id": uuid.uuid4().hex[:8]}
+    if hydra:
+        folder = run_dir / (f".hydra/resumed-{time.strftime('%Y%m%d-%H%M%S')}" if resumed
+                            else ".hydra")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in hydra.items():
+            write_atomic(folder / name, OmegaConf.to_yaml(content))
     info |= {"run_name": cfg.get("run_name"), "versions": versions(), "git": git_state()}
     write_json(run_dir / SUMMARY, info | {"status": "running"})
     return info
 
 
+def hydra_record(hydra_cfg: Any, task_cfg: DictConfig) -> dict[str, Any]:
+    """What Hydra itself would save in ``.hydra/`` (``hydra.output_subdir`` is null so that a
+    refused command writes nothing; :func:`start` writes this once the run really starts)."""
+    return {"config.yaml": task_cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
+            "overrides.yaml": OmegaConf.create(list(hydra_cfg.overrides.task))}
+
+
 def record_failure(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
                    overrides: list[str], error: str) -> None:
-    """A job that could not even start (a bad config value in a sweep) still leaves a record."""
-    if read_summary(run_dir) is None:
-        finish(run_dir, start(cfg, run_dir, choices, overrides, resumed=False)
-               | {"status": "failed", "error": error})
+    """A sweep job that could not even start (a bad config value) still leaves a record, so the
+    sweep's summary counts it; a directory holding another run is left alone."""
+    try:
+        if read_summary(run_dir) is None and lock_holder(run_dir) is None:
+            finish(run_dir, start(cfg, run_dir, choices, overrides) | {"status": "failed",
+                                                                       "error": error})
+    except RunDirError:
+        pass
 
 
 def finish(run_dir: Path, summary: dict[str, Any]) -> None:
-    if is_rank_zero():
-        write_json(Path(run_dir) / SUMMARY, summary)
+    """The final summary, then the lock is given back: the run is no longer live."""
+    try:
+        if is_rank_zero():
+            write_json(Path(run_dir) / SUMMARY, summary)
+    finally:
+        release_lock(run_dir)
 
 
 def flat_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:

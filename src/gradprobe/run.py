@@ -14,20 +14,22 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanSquaredError, R2Score
 
-from gradprobe import record, theory
-from gradprobe.data import InMemoryDataModule, Splits
+from gradprobe import interrupt, record, resume, theory, trusted
+from gradprobe.checkpoints import AtomicCheckpointIO, checkpoint_callbacks, newest_intact
+from gradprobe.data import InMemoryDataModule, Splits, check_splits
 from gradprobe.init import implied_variances, initialize
-from gradprobe.instruments import GradientFlow
+from gradprobe.instruments import GradientFlow, guard
 from gradprobe.instruments.jacobian import JacobianSpectrum
 from gradprobe.module import GradprobeModule
 from gradprobe.nets import DepthNet
+from gradprobe.schema import ConfigError, DataError
 from gradprobe.sweep import gpu_for_job
 
 log = logging.getLogger("gradprobe")
@@ -86,9 +88,18 @@ def steps_per_call(cfg: DictConfig) -> int:
 
 
 def load_module(checkpoint: str | Path) -> GradprobeModule:
-    """Rebuild network, loss and metrics from the config saved in a checkpoint, then load it."""
-    hparams = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
-    cfg, shape = OmegaConf.create(hparams["run_config"]), hparams["data_shape"]
+    """Rebuild network, loss and metrics from the config saved in a checkpoint, then load it.
+    The checkpoint is data: it loads with ``weights_only``, and its config may name only the
+    components gradprobe's ``conf/`` declares (:mod:`gradprobe.trusted`); anything else, or an
+    unreadable file, is refused with one line (``record.RunDirError``)."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        hparams = state["hyper_parameters"]
+        cfg, shape = OmegaConf.create(hparams["run_config"]), hparams["data_shape"]
+    except Exception as err:
+        raise record.RunDirError(f"checkpoint {checkpoint} is unreadable or not a gradprobe "
+                                 f"checkpoint ({type(err).__name__}: {err})") from None
+    trusted.check(hparams, f"checkpoint {checkpoint}")
     net = build_network(cfg, tuple(shape["input_shape"]), shape["num_outputs"])
     loss, metrics = loss_and_metrics(cfg.task, shape["num_outputs"])
     return GradprobeModule.load_from_checkpoint(checkpoint, map_location="cpu", net=net,
@@ -96,14 +107,17 @@ def load_module(checkpoint: str | Path) -> GradprobeModule:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
-                  overrides: list[str], group: str | None = None) -> list:
+                  overrides: list[str], group: str | None = None,
+                  wandb_id: str | None = None) -> list:
     """One Lightning logger per entry of the ``logger`` group, all writing into the run dir.
-    A sweep's W&B runs share its directory as their group and are named by their overrides."""
+    A sweep's W&B runs share its directory as their group and are named by their overrides.
+    The W&B run id is the run directory's own, so a resumed run continues its W&B run."""
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         extra: dict[str, Any] = {"save_dir": str(run_dir)}
         if name == "wandb":
-            extra |= {"name": cfg.run_name or record.name_from(overrides),
+            extra |= {"id": wandb_id, "resume": "allow",
+                      "name": cfg.run_name or record.name_from(overrides),
                       "group": logger_cfg.get("group") or group,
                       "config": record.flat_config(cfg, choices),
                       "tags": [f"{name}:{option}" for name, option in choices.items()]}
@@ -131,7 +145,8 @@ def close_loggers(loggers: list, status: str) -> None:
             logger.experiment.finish(exit_code=0 if status == "completed" else 1)
 
 
-def build_monitor(cfg: DictConfig, choices: dict[str, str], run_dir: Path) -> GradientFlow | None:
+def build_monitor(cfg: DictConfig, choices: dict[str, str], run_dir: Path,
+                  resuming: bool = False) -> GradientFlow | None:
     """The ``monitor`` group's instruments, told the run's choices to phrase their remedies."""
     settings = OmegaConf.to_container(cfg.monitor, resolve=True)
     settings.pop("jacobian_examples", None)  # its own callback, JacobianSpectrum
@@ -139,17 +154,17 @@ def build_monitor(cfg: DictConfig, choices: dict[str, str], run_dir: Path) -> Gr
         return None
     context = dict(choices) | {"lr": cfg.optimizer.get("lr"),
                                "gradient_clip_val": cfg.trainer.get("gradient_clip_val")}
-    return GradientFlow(**settings, out_dir=run_dir / "gradflow", context=context)
+    return GradientFlow(**settings, out_dir=run_dir / "gradflow", context=context,
+                        resume=resuming)
 
 
 def build_callbacks(run_dir: Path, interactive: bool, monitor: GradientFlow | None,
-                    jacobian: JacobianSpectrum | None = None) -> list[Callback]:
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
-                                  auto_insert_metric_name=False, monitor="val/loss", mode="min",
-                                  save_last=True)
+                    jacobian: JacobianSpectrum | None = None,
+                    validating: bool = True) -> list[Callback]:
+    """Checkpoints first (``last``, then ``best`` when validating), then the instruments."""
     extras = [RichProgressBar()] if interactive else []
     instruments = [c for c in (monitor, jacobian) if c is not None]
-    return [checkpoints, *instruments, *extras]
+    return [*checkpoint_callbacks(run_dir / "checkpoints", validating), *instruments, *extras]
 
 
 def predict_init(cfg: DictConfig, choices: dict[str, str], net: DepthNet,
@@ -177,20 +192,28 @@ def place_job(cfg: DictConfig, job: dict[str, Any]) -> None:
 
 def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
             interactive: bool = False, group: str | None = None,
-            job: dict[str, Any] | None = None) -> dict[str, Any]:
+            job: dict[str, Any] | None = None,
+            hydra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and test one configuration; returns (and writes) its summary. ``job`` carries a
-    sweep job's number (for its GPU) and torch thread count."""
+    sweep job's number (for its GPU) and torch thread count; ``hydra`` is Hydra's record of the
+    command. Everything that can refuse (the checkpoint to resume, the data) comes before the
+    first byte is written; a resumed run's tables are cut at its checkpoint and continued."""
     place_job(cfg, job or {})
     started = time.time()
-    resume_from = record.checkpoint_to_resume(run_dir) if cfg.get("resume") else None
-    info = record.start(cfg, run_dir, choices, overrides, resumed=resume_from is not None)
+    resumed = newest_intact(run_dir) if cfg.get("resume") else None
+    splits = load_splits(cfg)
+    info = record.start(cfg, run_dir, choices, overrides, resumed=resumed, hydra=hydra)
     info["threads"] = torch.get_num_threads()
     try:
-        summary = info | fit_and_test(cfg, run_dir, overrides, choices, resume_from, interactive,
+        if resumed:
+            resume.cut_history(run_dir, resumed["step"], resumed["epoch"])
+        summary = info | fit_and_test(cfg, run_dir, splits, info, choices, resumed, interactive,
                                       group)
-    except BaseException as err:  # Ctrl-C reaches here as SystemExit from Lightning
+    except BaseException as err:  # signals reach here as SystemExit from Lightning
         status = "failed" if isinstance(err, Exception) else "interrupted"
-        record.finish(run_dir, info | {"status": status, "error": f"{type(err).__name__}: {err}",
+        error = (f"interrupted by {interrupt.signal_name()}" if interrupt.received
+                 else f"{type(err).__name__}: {err}")
+        record.finish(run_dir, info | {"status": status, "error": error,
                                        "wall_time_s": round(time.time() - started, 3)})
         raise
     summary["wall_time_s"] = round(time.time() - started, 3)
@@ -198,12 +221,26 @@ def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
     return summary
 
 
-def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: dict[str, str],
-                 resume_from: str | None, interactive: bool,
-                 group: str | None = None) -> dict[str, Any]:
+def load_splits(cfg: DictConfig) -> Splits:
+    """The seeded data, loaded before the run writes anything (a data problem is a refusal)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    try:
+        splits: Splits = instantiate(cfg.data.source)
+    except Exception as err:
+        cause = err.__cause__ or err  # Hydra wraps what the data source raised
+        if isinstance(cause, (ConfigError, DataError)):
+            raise cause from None
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        raise DataError(f"data error: data.source could not be loaded ({type(cause).__name__}:"
+                        f" {first_line}); check the data group's settings") from err
+    check_splits(splits, cfg)  # a split too small for this run: one line, before training
+    return splits
 
-    splits: Splits = instantiate(cfg.data.source)
+
+def fit_and_test(cfg: DictConfig, run_dir: Path, splits: Splits, info: dict[str, Any],
+                 choices: dict[str, str], resumed: dict[str, Any] | None, interactive: bool,
+                 group: str | None = None) -> dict[str, Any]:
+    overrides = info.get("overrides") or []
     chunk = steps_per_call(cfg)
     # With chunks the datamodule applies limit_train_batches (in batches, not chunks).
     limit = cfg.trainer.limit_train_batches if chunk > 1 else 1.0
@@ -212,41 +249,46 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
                                     max_steps=cfg.trainer.max_steps)
     module = build_module(cfg, splits.input_shape, splits.num_outputs, chunk, cfg.engine.compile)
     prediction = predict_init(cfg, choices, module.net, splits)
-    loggers = build_loggers(cfg, run_dir, choices, overrides, group)
-    monitor = build_monitor(cfg, choices, run_dir)
+    loggers = build_loggers(cfg, run_dir, choices, overrides, group, info.get("wandb_id"))
+    monitor = build_monitor(cfg, choices, run_dir, resuming=resumed is not None)
     if monitor and prediction.get("applies"):
         monitor.predicted_profile = prediction["relative_weight_gradients"]
     examples = cfg.monitor.get("jacobian_examples", 0) if cfg.monitor.enabled else 0
     jacobian = JacobianSpectrum(examples, run_dir / "gradflow") if examples else None
-    callbacks = build_callbacks(run_dir, interactive, monitor, jacobian)
+    callbacks = build_callbacks(run_dir, interactive, monitor, jacobian,
+                                validating=cfg.trainer.limit_val_batches != 0)
+    divergence = guard.Guard(**guard.settings(cfg))  # always on: the one rule for the status
+    callbacks.append(divergence)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       logger=loggers or False, callbacks=callbacks,
                                       enable_progress_bar=interactive,
                                       enable_model_summary=interactive,
+                                      plugins=[AtomicCheckpointIO()],
                                       **({"limit_train_batches": 1.0} if chunk > 1 else {}))
 
     status = "failed"
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=datamodule,
+                    ckpt_path=resumed["checkpoint"] if resumed else None)
         if monitor and prediction.get("applies") and "init" in monitor.report:
             prediction["measured_first_last_backprop_ratio"] = \
                 monitor.report["init"]["backprop_first_last_ratio"]
         publish_theory(loggers, prediction)
         fit_metrics = record.numbers(trainer.callback_metrics)
-        if monitor and monitor.diverged:  # a result, not an error: no test on non-finite weights
+        if divergence.diverged:  # a result, not an error: no test on non-finite weights
             status = "diverged"
         else:
             trainer.test(module, datamodule=datamodule, verbose=interactive)
             status = "completed"
     finally:
         close_loggers(loggers, status)
-    checkpoint: ModelCheckpoint = callbacks[0]
+    best = next((c for c in callbacks if getattr(c, "monitor", None) == "val/loss"), None)
 
     summary = {
         "status": status,
         "metrics": fit_metrics | record.numbers(trainer.callback_metrics),
-        "best": {"val/loss": record.number(checkpoint.best_model_score),
-                 "checkpoint": checkpoint.best_model_path},
+        "best": {"val/loss": record.number(best.best_model_score) if best else None,
+                 "checkpoint": best.best_model_path if best else None},
         "epochs": trainer.current_epoch, "steps": trainer.global_step,
         "num_parameters": sum(p.numel() for p in module.parameters()),
     }
@@ -256,5 +298,5 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: 
     if monitor:
         summary["diagnosis"] = {k: monitor.report[k] for k in ("init", "final")
                                 if k in monitor.report}
-        summary["diverged"] = monitor.diverged
+    summary["diverged"] = divergence.diverged  # the same record the final verdict names
     return summary

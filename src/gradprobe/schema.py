@@ -5,19 +5,33 @@ choices). What it cannot know is which *values* make sense: that is this table. 
 dotted key, what is allowed in words, and a predicate. A rule for a key the composed config does
 not have is skipped, so group-specific keys (``activation.negative_slope``, ``model.kernel_size``)
 are checked only where they exist.
+
+Then, on the whole config: no NaN or infinity anywhere (any leaf, ruled or not); values allowed
+alone but not together (``_check_combinations``); and, where the config alone decides the split
+sizes (mnist1d, digits, synthetic), splits that can serve the run (``check_split_sizes``, which
+``gradprobe.data.check_splits`` applies to the loaded data of every source).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.util import find_spec
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
     """A config value outside what is allowed; the message is one line: key, value and rule."""
+
+
+class DataError(RuntimeError):
+    """Data that cannot be loaded (dataset files, a cache); one line naming them and the fix.
+    Defined here, torch-free, so the CLI can refuse with it without importing ``data``."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,7 @@ def integer(low: int | None = None, *also: int) -> Callable[[Any], bool]:
 def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
            high_open: bool = True) -> Callable[[Any], bool]:
     def check(v: Any) -> bool:
-        if not _is_number(v):
+        if not _is_number(v) or (isinstance(v, float) and not math.isfinite(v)):
             return False
         if low is not None and (v <= low if low_open else v < low):
             return False
@@ -59,11 +73,54 @@ def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
 
+def boolean(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
+SEEDS = f"an integer >= 0 and <= {SEED_MAX} (numpy's seed range)"
+
+
+def seed(v: Any) -> bool:
+    return _is_int(v) and 0 <= v <= SEED_MAX
+
+
+def batch_limit(low: int) -> Callable[[Any], bool]:
+    """Lightning's ``limit_*_batches``: a fraction (a float in [0, 1]) or a count of batches (an
+    int). A float above 1 is refused: Lightning reads 5.0 as 5 batches, ``StepChunks`` would not.
+    ``low`` 1: zero (nothing at all) refused."""
+    def check(v: Any) -> bool:
+        if isinstance(v, float):
+            return math.isfinite(v) and (0 < v <= 1 or (low == 0 and v == 0))
+        return _is_int(v) and v >= low
+    return check
+
+
+def devices(v: Any) -> bool:
+    """Lightning's ``devices``: a count >= 1, -1 (all), 'auto', or device indices (a list or a
+    comma-separated string)."""
+    if _is_int(v):
+        return v >= 1 or v == -1
+    if isinstance(v, str):
+        return v in ("auto", "-1") or bool(re.fullmatch(r"[1-9]\d*|\d+(,\d+)*,|\d+(,\d+)+", v))
+    return isinstance(v, list) and bool(v) and len(set(v)) == len(v) and all(
+        _is_int(i) and i >= 0 for i in v)
+
+
+def two_betas(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(number(0, 1)(b) for b in v)
+
+
+# torch.nn.init.calculate_gain's nonlinearities
+GAINS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+         "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
+
+
 PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
 
 RULES: tuple[Rule, ...] = (
-    Rule("seed", "an integer >= 0", integer(0)),
+    Rule("seed", SEEDS, seed),
     Rule("threads", "null or an integer >= 1", optional(integer(1))),
     Rule("task", "'classification' or 'regression'", one_of("classification", "regression")),
     Rule("model.depth", "an integer >= 1 (model=linear: 0)",
@@ -71,6 +128,7 @@ RULES: tuple[Rule, ...] = (
     Rule("model.width", "an integer >= 1 (model=linear: 0)", lambda v: _is_int(v) and v >= 0),
     Rule("model.dropout", "a number in [0, 1)", number(0, 1)),
     Rule("model.kernel_size", "an odd integer >= 1", lambda v: _is_int(v) and v >= 1 and v % 2),
+    Rule("model.alpha_dropout", "true or false", boolean),
     Rule("activation.negative_slope", "a number >= 0", number(0)),
     Rule("activation.alpha", "a number > 0", number(0, low_open=True)),
     Rule("activation.beta", "a number > 0", number(0, low_open=True)),
@@ -78,6 +136,11 @@ RULES: tuple[Rule, ...] = (
     Rule("init.weight.std", "a number > 0", number(0, low_open=True)),
     Rule("init.weight.gain", "a number > 0", number(0, low_open=True)),
     Rule("init.weight.mode", "'fan_in' or 'fan_out'", one_of("fan_in", "fan_out")),
+    Rule("init.weight.nonlinearity", f"one of {', '.join(GAINS)}", one_of(*GAINS)),
+    Rule("init.weight.a", "a number", number()),
+    Rule("init.weight.mean", "a number", number()),
+    Rule("init.bias.mean", "a number", number()),
+    Rule("init.bias.std", "a number >= 0", number(0)),
     Rule("init.sigma_w2", "a number > 0", number(0, low_open=True)),
     Rule("init.sigma_b2", "a number >= 0", number(0)),
     Rule("init.bias", "null (keep PyTorch's), a number, or an init function",
@@ -86,11 +149,24 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.momentum", "a number in [0, 1)", number(0, 1)),
     Rule("optimizer.weight_decay", "a number >= 0", number(0)),
     Rule("optimizer.alpha", "a number in (0, 1)", number(0, 1, low_open=True)),
+    Rule("optimizer.betas", "a list of two numbers in [0, 1), e.g. [0.9,0.999]", two_betas),
+    Rule("optimizer.eps", "a number >= 0", number(0)),
+    Rule("optimizer.nesterov", "true or false", boolean),
+    Rule("scheduler.T_max", "an integer >= 1 (scheduler=cosine anneals over "
+         "trainer.max_epochs; with max_epochs=-1 set scheduler.T_max)", integer(1)),
+    Rule("scheduler.eta_min", "a number >= 0", number(0)),
+    Rule("scheduler.step_size", "an integer >= 1", integer(1)),
+    Rule("scheduler.gamma", "a number > 0", number(0, low_open=True)),
     Rule("data.batch_size", "an integer >= 1", integer(1)),
     Rule("data.eval_batch_size", "an integer >= 1", integer(1)),
     Rule("data.source.val_fraction", "a number in (0, 1)", number(0, 1, low_open=True)),
     Rule("data.source.test_fraction", "a number in (0, 1)", number(0, 1, low_open=True)),
     Rule("data.source.num_samples", "an integer >= 10", integer(10)),
+    Rule("data.source.train_split", "a number in (0, 1)", number(0, 1, low_open=True)),
+    Rule("data.source.seed", SEEDS, seed),
+    Rule("data.source.split_seed", SEEDS, seed),
+    Rule("data.source.teacher_width", "an integer >= 1", integer(1)),
+    Rule("data.source.download", "true or false", boolean),
     Rule("data.source.n_train", "an integer >= 1", integer(1)),
     Rule("data.source.n_val", "an integer >= 1", integer(1)),
     Rule("data.source.n_test", "an integer >= 1", integer(1)),
@@ -99,6 +175,8 @@ RULES: tuple[Rule, ...] = (
     Rule("data.source.noise", "a number >= 0", number(0)),
     Rule("data.source.target", "'teacher' or 'random'", one_of("teacher", "random")),
     Rule("data.source.inputs", "'normal' or 'uniform'", one_of("normal", "uniform")),
+    Rule("monitor.enabled", "true or false", boolean),
+    Rule("monitor.figures", "true or false", boolean),
     Rule("monitor.every_n_steps", "an integer >= 1", integer(1)),
     Rule("monitor.histogram_every_n_steps", "an integer >= 1", integer(1)),
     Rule("monitor.flush_every_n_samples", "an integer >= 1", integer(1)),
@@ -111,6 +189,8 @@ RULES: tuple[Rule, ...] = (
     Rule("monitor.thresholds.saturated_frac", "a number in [0, 1)", number(0, 1)),
     Rule("engine.steps_per_call", "an integer >= 1", integer(1)),
     Rule("engine.compile", "'none' or 'graph'", one_of("none", "graph")),
+    Rule("divergence.loss_factor", "a number > 1", number(1, low_open=True)),
+    Rule("divergence.check_every_n_steps", "an integer >= 1", integer(1)),
     Rule("trainer.max_epochs", "an integer >= 1, or -1 for no limit", integer(1, -1)),
     Rule("trainer.max_steps", "an integer >= 1, or -1 for no limit", integer(1, -1)),
     Rule("trainer.accumulate_grad_batches", "an integer >= 1", integer(1)),
@@ -119,11 +199,26 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.gradient_clip_algorithm", "'norm' or 'value'", one_of("norm", "value")),
     Rule("trainer.log_every_n_steps", "an integer >= 1", integer(1)),
     Rule("trainer.check_val_every_n_epoch", "an integer >= 1", integer(1)),
+    Rule("trainer.num_sanity_val_steps", "an integer >= 0, or -1 for all validation batches",
+         integer(0, -1)),
+    Rule("trainer.limit_train_batches",
+         "a fraction in (0.0, 1.0] or a number of batches >= 1 (an integer)", batch_limit(1)),
+    Rule("trainer.limit_val_batches",
+         "a fraction in [0.0, 1.0] or a number of batches >= 0 (an integer; 0: no validation)",
+         batch_limit(0)),
+    Rule("trainer.limit_test_batches",
+         "a fraction in [0.0, 1.0] or a number of batches >= 0 (an integer; 0: no test)",
+         batch_limit(0)),
+    Rule("trainer.devices", "an integer >= 1, -1 (all), 'auto', or a list of device indices",
+         devices),
+    Rule("trainer.num_nodes", "an integer >= 1", integer(1)),
     Rule("trainer.deterministic", "true, false or 'warn'", one_of(True, False, "warn")),
     Rule("trainer.precision", f"one of {', '.join(PRECISIONS)}",
          lambda v: str(v) in PRECISIONS),
     Rule("trainer.accelerator", "one of cpu, gpu, cuda, mps, tpu, auto",
          one_of("cpu", "gpu", "cuda", "mps", "tpu", "auto")),
+    Rule("sweep.report", "true or false", boolean),
+    Rule("sweep.spread_gpus", "true or false", boolean),
 )
 
 _ABSENT = object()
@@ -131,9 +226,30 @@ _ABSENT = object()
 
 def _lookup(cfg: DictConfig, key: str) -> Any:
     node = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
-    if isinstance(node, DictConfig):
+    if OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def _nonfinite(node: Any, key: str = "") -> tuple[str, float] | None:
+    """The first leaf (dotted key, value) of a plain config that is a NaN or an infinity."""
+    if isinstance(node, dict):
+        items = ((f"{key}.{k}" if key else str(k), v) for k, v in node.items())
+    elif isinstance(node, list):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return (key, node) if isinstance(node, float) and not math.isfinite(node) else None
+    for child_key, child in items:
+        found = _nonfinite(child, child_key)
+        if found:
+            return found
+    return None
+
+
+def _name(node: Any) -> str:
+    """The class or function a ``_target_`` names, without its module."""
+    return str(node.get("_target_", "") if isinstance(node, dict) or OmegaConf.is_dict(node)
+               else "").rsplit(".", 1)[-1]
 
 
 def validate(cfg: DictConfig) -> None:
@@ -159,3 +275,158 @@ def validate(cfg: DictConfig) -> None:
     if trainer.get("max_epochs") == -1 and trainer.get("max_steps") == -1:
         raise ConfigError("config error: trainer.max_epochs=-1 and trainer.max_steps=-1 would "
                           "train forever; expected at least one of them >= 1")
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:  # an interpolation that only Hydra's runtime resolves
+        plain = OmegaConf.to_container(cfg, resolve=False)
+    found = _nonfinite(plain)
+    if found:
+        raise ConfigError(f"config error: {found[0]}={found[1]!r} is not allowed; expected a "
+                          "finite number (no nan or inf)")
+    _check_combinations(plain)
+    sizes = planned_splits((plain.get("data") or {}).get("source") or {})
+    if sizes:
+        check_split_sizes(plain, *sizes)
+
+
+ADAPTIVE = ("Adam", "AdamW", "RMSprop", "NAdam", "RAdam", "Adamax", "Adagrad", "Adadelta")
+HALF_EPS = 1e-4  # the smallest optimizer eps checked to keep pure float16 Adam finite
+
+
+def _check_combinations(cfg: dict[str, Any]) -> None:
+    """Values allowed alone but not together (on a plain, resolved config)."""
+    trainer, optimizer = cfg.get("trainer", {}), cfg.get("optimizer", {})
+    precision, accelerator = str(trainer.get("precision")), trainer.get("accelerator")
+    if precision.startswith("transformer-engine"):
+        if accelerator in ("cpu", "mps", "tpu"):
+            raise ConfigError(f"config error: trainer.precision={precision!r} is not allowed with "
+                              f"trainer.accelerator={accelerator!r}; expected accelerator=gpu "
+                              "(Transformer Engine runs on NVIDIA GPUs only)")
+        if find_spec("transformer_engine") is None:
+            raise ConfigError(f"config error: trainer.precision={precision!r} needs the "
+                              "transformer_engine package, which is not installed; expected "
+                              "another precision, e.g. bf16-mixed, or pip install "
+                              "transformer-engine")
+    count = trainer.get("devices", "auto")
+    if accelerator == "cpu" and count != "auto" and not (
+            _is_int(count) and count >= 1 or isinstance(count, str) and count.isdigit()
+            and int(count) >= 1):
+        raise ConfigError(f"config error: trainer.devices={count!r} is not allowed with "
+                          "trainer.accelerator='cpu'; expected a number of processes >= 1, "
+                          "or 'auto'")
+    if precision in ("64", "64-true") and accelerator == "mps":
+        raise ConfigError(f"config error: trainer.precision={precision!r} is not allowed with "
+                          "trainer.accelerator='mps' (no float64 on MPS); expected 32-true, "
+                          "16-mixed or bf16-mixed")
+    name = _name(optimizer)
+    eps = optimizer.get("eps", 1e-8 if name != "Adagrad" else 1e-10)
+    if precision == "16-true" and name in ADAPTIVE and eps < HALF_EPS:
+        raise ConfigError(f"config error: trainer.precision='16-true' is not allowed with "
+                          f"optimizer {name} and eps={eps!r}: in float16 its squared gradients "
+                          "underflow and the first update is NaN; expected "
+                          f"+optimizer.eps={HALF_EPS} (or larger), optimizer=sgd, or "
+                          "trainer.precision=bf16-true or 16-mixed")
+    if optimizer.get("nesterov") and not optimizer.get("momentum"):
+        raise ConfigError("config error: optimizer.nesterov=True is not allowed with "
+                          f"optimizer.momentum={optimizer.get('momentum')!r}; expected a "
+                          "momentum > 0 (e.g. optimizer.momentum=0.9)")
+    if _batch_norm(cfg) and cfg.get("data", {}).get("batch_size", 2) < 2:
+        raise ConfigError(f"config error: data.batch_size={cfg['data']['batch_size']!r} is not "
+                          "allowed with norm=batch; expected an integer >= 2 (batch norm needs "
+                          "more than one example per batch)")
+
+
+def _batch_norm(cfg: dict[str, Any]) -> bool:
+    """Whether training batches must hold 2 or more examples: batch norm over (N, C) features
+    fails on one (cnn1d normalises (N, C, L): its positions count too)."""
+    return _name(cfg.get("norm", {})) == "BatchNorm1d" and _name(cfg.get("model", {})) in (
+        "mlp", "resmlp")
+
+
+DIGITS_EXAMPLES = 1797  # scikit-learn's bundled 8x8 digits
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def held_out(n: int, fraction: float) -> int:
+    """How many of ``n`` examples ``gradprobe.data.split_off`` takes for ``fraction``."""
+    return min(n, max(1, round(fraction * n)))
+
+
+def planned_splits(source: dict[str, Any]) -> tuple[dict[str, int], dict[str, list[str]]] | None:
+    """The train/val/test sizes a data source will produce where the config alone decides them
+    (mnist1d, digits, synthetic), and for each split the keys that decide it; else None."""
+    name, src = _name(source), source
+    try:
+        if name == "mnist1d":
+            n = src["num_samples"] // 10 * 10  # mnist1d makes num_samples // 10 per class
+            rest = int(n * src["train_split"])
+            val = held_out(rest, src["val_fraction"])
+            keys = ["num_samples", "train_split", "val_fraction"]
+            sizes = {"train": rest - val, "val": val, "test": n - rest}
+            keyed = {"train": keys, "val": keys, "test": keys[:2]}
+        elif name == "digits":
+            test = held_out(DIGITS_EXAMPLES, src["test_fraction"])
+            val = held_out(DIGITS_EXAMPLES - test, src["val_fraction"])
+            sizes = {"train": DIGITS_EXAMPLES - test - val, "val": val, "test": test}
+            keys = ["test_fraction", "val_fraction"]
+            keyed = {"train": keys, "val": keys, "test": keys[:1]}
+        elif name == "synthetic":
+            sizes = {split: src[f"n_{split}"] for split in SPLIT_NAMES}
+            keyed = {split: [f"n_{split}"] for split in SPLIT_NAMES}
+        else:
+            return None
+    except KeyError:  # a key removed (~data.source.x): check_splits checks the loaded data
+        return None
+    return sizes, {split: [f"data.source.{k}" for k in keys] for split, keys in keyed.items()}
+
+
+def _kept(n: int, batch: int, limit: int | float, drop_last: bool) -> int:
+    """Examples a loader of ``n`` examples in batches of ``batch`` yields under Lightning's
+    ``limit_*_batches`` ``limit`` (a fraction, or a count of batches)."""
+    batches = n // batch if drop_last else -(-n // batch)
+    kept = int(batches * limit) if isinstance(limit, float) else min(batches, limit)
+    return n if kept == batches else kept * batch
+
+
+def check_split_sizes(cfg: Any, sizes: dict[str, int], keys: dict[str, list[str]]) -> None:
+    """Raise ConfigError where a split, or the part of it that a ``limit_*_batches`` keeps, is
+    too small: no training batch, fewer than 2 examples for batch norm or for R2 (regression),
+    an empty validation or test set. ``keys``: per split, the config keys that decide its size.
+    Counts are for one device (under DDP each rank sees a shard)."""
+    def value(key: str) -> Any:
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        return node
+
+    def fail(split: str, kept: int, because: list[str], needed: int, reason: str) -> None:
+        shown = ", ".join(f"{k}={value(k)!r}" for k in because)
+        counts = ", ".join(f"{s} {sizes[s]}" for s in SPLIT_NAMES)
+        raise ConfigError(f"config error: {shown} leave{'s' if len(because) == 1 else ''} "
+                          f"{kept} {SPLIT_NAMES[split]} example{'' if kept == 1 else 's'} "
+                          f"({counts}); expected at least {needed}{reason}")
+
+    regression = value("task") == "regression"
+    for split in SPLIT_NAMES:
+        needed, reason = 1, ""
+        if split == "train" and _batch_norm(cfg):
+            needed, reason = 2, " (norm=batch needs 2 examples per batch)"
+        elif split != "train" and regression:
+            needed, reason = 2, " (task=regression: R2 needs 2)"
+        if sizes[split] < needed:
+            fail(split, sizes[split], keys[split], needed, reason)
+    trainer, data = value("trainer") or {}, value("data") or {}
+    batch = min(data.get("batch_size", 1), sizes["train"])
+    limits = {"train": (batch, True), "val": (data.get("eval_batch_size", 1), False),
+              "test": (data.get("eval_batch_size", 1), False)}
+    for split, (size, drop_last) in limits.items():
+        key = f"limit_{split}_batches"
+        limit = trainer.get(key, 1.0)
+        if limit == 0:  # validation or test switched off
+            continue
+        kept = _kept(sizes[split], size, limit, drop_last)
+        needed = 2 if split != "train" and regression else 1
+        if kept < needed:
+            batch_key = "data.batch_size" if split == "train" else "data.eval_batch_size"
+            fail(split, kept, [f"trainer.{key}", batch_key], needed,
+                 " (task=regression: R2 needs 2)" if needed == 2 else "")

@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gradprobe.record import read_summary
+from gradprobe.record import RunDirError, lock_holder, read_summary
 
 log = logging.getLogger("gradprobe")
 OK = ("completed", "diverged")
@@ -34,9 +34,16 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def job_statuses(sweep_dir: Path) -> dict[Path, str]:
+    """Each job's status; "killed" for a record still saying running, "unreadable record"
+    (logged with the file's name) for a summary.json that cannot be read."""
     statuses = {}
     for job_dir in job_dirs(sweep_dir):
-        summary = read_summary(job_dir)
+        try:
+            summary = read_summary(job_dir)
+        except RunDirError as err:
+            log.error("%s", err)
+            statuses[job_dir] = "unreadable record"
+            continue
         status = summary["status"] if summary else "no record"
         statuses[job_dir] = "killed" if status == "running" else status
     return statuses
@@ -96,10 +103,36 @@ def previous_result(job_dir: Path, overrides: list[str]) -> dict[str, Any] | Non
         return summary
     attempt = job_dir / "previous_attempts" / time.strftime("%Y%m%d-%H%M%S")
     attempt.mkdir(parents=True)
-    for path in job_dir.iterdir():
-        if path.name not in (".hydra", "previous_attempts", "train.log"):
+    for path in job_dir.iterdir():  # its Hydra record and log too: this attempt writes its own
+        if path.name != "previous_attempts":
             shutil.move(str(path), attempt / path.name)
     return None
+
+
+def check_sweep_resume(sweep_dir: Path, overrides: list[str]) -> None:
+    """``sweep.resume=<dir>`` must name a sweep this command started, none of whose jobs is
+    still running; RunDirError (one line) before anything is written, otherwise."""
+    where = f"sweep.resume={sweep_dir}"
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not Path(sweep_dir).is_dir():
+        raise RunDirError(f"{where}: no such directory")
+    if not saved.is_file():
+        raise RunDirError(f"{where}: not a sweep directory (no multirun.yaml)")
+    from omegaconf import OmegaConf
+
+    try:
+        before = list(OmegaConf.load(saved).hydra.overrides.task)
+    except Exception as err:
+        raise RunDirError(f"{where}: {saved} is unreadable ({type(err).__name__})") from None
+    if sorted(strip_sweep_keys(before)) != sorted(strip_sweep_keys(overrides)):
+        raise RunDirError(f"{where}: that sweep ran {' '.join(strip_sweep_keys(before))!r}, "
+                          f"not {' '.join(strip_sweep_keys(overrides))!r}; resume a sweep with "
+                          "the command that started it")
+    for job_dir in job_dirs(sweep_dir):
+        holder = lock_holder(job_dir)
+        if holder:
+            raise RunDirError(f"{where}: job {job_dir.name} is still running ({holder}); wait "
+                              "for the old sweep's workers to end or stop them first")
 
 
 def report(config: DictConfig, sweep_dir: Path) -> None:
@@ -132,19 +165,36 @@ def publish_report(result: dict[str, Any], sweep_dir: Path, wandb_cfg: Any) -> N
     run.finish()
 
 
+def summarize(sweep_dir: Path) -> list[Path]:
+    """Log one line of job counts; print the failed jobs' logs. Returns the failed jobs."""
+    statuses = job_statuses(sweep_dir)
+    counts = ", ".join(f"{n} {status}" for status, n in Counter(statuses.values()).items())
+    log.info("sweep %s: %d jobs: %s", sweep_dir, len(statuses), counts)
+    failed = [d for d, status in statuses.items() if status not in OK]
+    if failed:
+        logs = " ".join(str(d / "train.log") for d in failed)
+        print(f"sweep: {len(failed)} of {len(statuses)} jobs failed; logs: {logs}",
+              file=sys.stderr)
+    return failed
+
+
 class SweepSummary(Callback):
+    """At the end of a multirun: the summary and the report, and exit 1 if a job failed.
+    ``running`` names the sweep under way, for the summary an interrupted command still prints
+    (``gradprobe.cli.main``)."""
+
+    running: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummary.running = Path(config.hydra.sweep.dir)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        SweepSummary.running = None
         if not sweep_dir.is_dir():
             return
-        statuses = job_statuses(sweep_dir)
-        counts = ", ".join(f"{n} {status}" for status, n in Counter(statuses.values()).items())
-        log.info("sweep %s: %d jobs: %s", sweep_dir, len(statuses), counts)
+        failed = summarize(sweep_dir)
         if config.get("sweep", {}).get("report", True):
             report(config, sweep_dir)
-        failed = [d for d, status in statuses.items() if status not in OK]
         if failed:
-            logs = " ".join(str(d / "train.log") for d in failed)
-            print(f"sweep: {len(failed)} of {len(statuses)} jobs failed; logs: {logs}",
-                  file=sys.stderr)
             sys.exit(1)

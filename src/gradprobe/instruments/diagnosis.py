@@ -2,6 +2,10 @@
 
 Verdicts: ``diverged``, ``vanishing``, ``exploding``, ``dead units``, ``saturated``, else
 ``healthy``. The defaults of ``THRESHOLDS`` are justified in the README ("Diagnosis").
+``diverged`` is never inferred from a row: it is the divergence guard's finding
+(:mod:`gradprobe.instruments.guard`, the rule that also sets the run's status), passed in. A
+first/last ratio that is not a number (0/0: no gradient reaches the hidden layers, as in an
+all-dead network) gives no vanishing/exploding verdict; the dead-unit share says what happened.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ def _mean(values: list[float]) -> float:
 
 def diagnose(row: Any, names: list[str], thresholds: dict[str, float],
              context: dict[str, Any], diverged: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Verdicts for one recorded step (a ``HostRow``), each with the layers it concerns."""
+    """Verdicts for one recorded step (a ``HostRow``), each with the layers it concerns;
+    ``diverged`` is the divergence guard's record (``{"step", "layer"}``) when the run diverged."""
     hidden = names[:-1] or names
     grad = row.layers["grad_norm"][: len(hidden)]
     ratio = row.steps["grad_first_last_ratio"]
@@ -35,10 +40,9 @@ def diagnose(row: Any, names: list[str], thresholds: dict[str, float],
     last = grad[-1]
     found: dict[str, dict[str, Any]] = {}
     if diverged:
-        found["diverged"] = {"step": diverged["step"], "layers": [diverged["layer"]]}
-    elif not math.isfinite(ratio):
-        found["diverged"] = {"step": row.step, "layers": []}
-    else:
+        found["diverged"] = {"step": diverged["step"],
+                             "layers": [diverged["layer"]] if diverged.get("layer") else []}
+    else:  # NaN compares false: a 0/0 ratio is neither vanishing nor exploding
         if ratio < thresholds["vanishing_ratio"]:
             found["vanishing"] = {"layers": [n for n, g in zip(hidden, grad, strict=True)
                                              if g < thresholds["vanishing_ratio"] * last]}

@@ -14,10 +14,10 @@ handled) one row is sampled:
 
 Step 0 is always sampled: it is the *init probe*, measured on the first batch before any update.
 Rows stay on the device and are flushed (one host copy) every ``flush_every_n_samples`` samples,
-right after the init probe, and at the end of training. A non-finite loss or gradient is
-kept (a reference, no device work) every step and checked at each sampled step in one host copy
-(the only sync between flushes); the run then stops with status ``diverged`` and the step and
-first layer where it appeared.
+right after the init probe, and at the end of training. Divergence is the divergence guard's
+(:mod:`gradprobe.instruments.guard`, one rule for every run): the trainer's ``Guard`` if it has
+one, else a private one this callback drives; it is also read at each flush (which syncs anyway),
+so the rows and the verdict of a diverged run say where it diverged.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from torch import Tensor
 
 from gradprobe.data import StepChunks
 from gradprobe.instruments import diagnosis
+from gradprobe.instruments.guard import Guard
 from gradprobe.instruments.layers import find_layers
 from gradprobe.instruments.recorder import LAYER_STATS, STEP_STATS, Recorder, Row
 from gradprobe.instruments.stats import (
@@ -67,14 +68,17 @@ class GradientFlow(Callback):
         context: the run's choices (activation, init, norm, model, optimizer, lr, ...), to
             phrase the remedies of the diagnosis for this run.
         figures: draw the PNG figures at the end of training.
+        resume: continue the records in ``out_dir`` (a resumed run): their rows stay the
+            history, and the init probe's verdict is read back from its row.
     """
 
     def __init__(self, every_n_steps: int = 10, histogram_every_n_steps: int = 100,
                  flush_every_n_samples: int = 10, saturation_margin: float = 0.05,
                  thresholds: dict[str, float] | None = None, layers: list[Layer] | None = None,
                  out_dir: str | Path | None = None, context: dict[str, Any] | None = None,
-                 figures: bool = True) -> None:
+                 figures: bool = True, resume: bool = False) -> None:
         super().__init__()
+        self.resume = resume
         self.every, self.hist_every = every_n_steps, histogram_every_n_steps
         self.flush_every, self.margin = flush_every_n_samples, saturation_margin
         self.thresholds = diagnosis.THRESHOLDS | dict(thresholds or {})
@@ -104,8 +108,13 @@ class GradientFlow(Callback):
         self.weights = [layer.weight.weight for layer in layers]
         self.numel = torch.tensor([float(w.numel()) for w in self.weights])
         self.recorder = Recorder(out_dir, self.names)
+        if self.resume:
+            self.recorder.load()
+            history = self.recorder.history
+            if history and history[0].step == 0:
+                self.report["init"] = diagnosis.diagnose(history[0], self.names,
+                                                         self.thresholds, self.context)
         self._last_step = last_step
-        self._watched: list[tuple[int, Tensor]] = []
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.numel = self.numel.to(pl_module.device)
@@ -115,13 +124,18 @@ class GradientFlow(Callback):
             self._run_hooks.append(optimizer.register_step_post_hook(self._after_update))
         self._run_hooks.append(self.layers[0].block.register_forward_pre_hook(self._on_forward))
         self._completed = False
+        self._guard = next((c for c in trainer.callbacks if isinstance(c, Guard)), None)
+        self._own_guard = self._guard is None
+        if self._own_guard:  # used on its own: run the divergence rule itself
+            self._guard = Guard()
+            self._guard.on_train_start(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for hook in self._run_hooks:
             hook.remove()
         self._run_hooks = []
         self._remove_hooks()
-        self._check_divergence(trainer)
+        self.diverged = self._guard.finish(trainer, pl_module)
         self._flush(trainer)
         self._finish(trainer)
 
@@ -143,7 +157,8 @@ class GradientFlow(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
-        self._batch_step = trainer.global_step
+        if self._own_guard:
+            self._guard.on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def _on_forward(self, module: torch.nn.Module, args: Any) -> None:
         """Forward pre-hook of the first layer: the first training forward of a sampled step
@@ -206,13 +221,12 @@ class GradientFlow(Callback):
 
     def measure_gradients(self, row: Row, weights: list[Tensor], grads: list[Tensor],
                           other_grads: list[Tensor], clipping: bool = False) -> Tensor:
-        """The gradient statistics of a sampled step into ``row`` (and its histogram if due);
-        the global norm is kept for the divergence guard. Returns the weight norms."""
+        """The gradient statistics of a sampled step into ``row`` (and its histogram if due).
+        Returns the weight norms."""
         global_norm, weight_norms = record_gradients(row, weights, grads, other_grads,
                                                      self.numel)
         if not clipping:  # nothing will clip: the norm after is the same
             row.steps[_S["grad_global_norm"]] = global_norm
-        self._watch_finite(global_norm, row.step)
         if self._histogram_step(row.step):
             row.grad_hist = GRAD_BINS.counts_per_tensor([log10_abs(g) for g in grads])
         return weight_norms
@@ -240,34 +254,15 @@ class GradientFlow(Callback):
 
     # ------------------------------------------------------------------ guard and flushing
 
-    def _watch_finite(self, value: Tensor, step: int) -> None:
-        """Keep a loss or gradient norm to check later: a list append, no device work."""
-        self._watched.append((step, value.detach()))
-
-    def first_nonfinite_step(self) -> int | None:
-        """Check everything watched since the last check in one host copy."""
-        if not self._watched:
-            return None
-        steps, values = zip(*self._watched, strict=True)
-        self._watched = []
-        finite = torch.isfinite(torch.stack([v.float() for v in values])).tolist()
-        return next((s for s, ok in zip(steps, finite, strict=True) if not ok), None)
-
-    def _check_divergence(self, trainer: pl.Trainer) -> None:
-        bad_step = self.first_nonfinite_step()
-        if bad_step is not None and self.diverged is None:
-            self.diverged = {"step": bad_step, "layer": first_nonfinite_layer(self.layers)}
-            trainer.should_stop = True
-
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, Tensor):
-            self._watch_finite(loss, self._batch_step)
+        if self._own_guard:
+            self._guard.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self.diverged = self._guard.diverged
         if self._completed:  # a sampled step finished in this batch
             self._completed = False
-            self._check_divergence(trainer)  # the one host sync between flushes
-            if self.flush_due():
+            if self.flush_due():  # a flush syncs anyway: read the guard first
+                self.diverged = self._guard.check(trainer, pl_module)
                 self._flush(trainer)
 
     def flush_due(self) -> bool:
@@ -287,8 +282,9 @@ class GradientFlow(Callback):
         """Pending rows to the host, the files and ``loggers``; the init verdict once known."""
         host = self.recorder.flush(loggers, write=write)
         if host and host[0].step == 0 and "init" not in self.report:
+            at_init = self.diverged if self.diverged and self.diverged["step"] == 0 else None
             self.report["init"] = diagnosis.diagnose(host[0], self.names, self.thresholds,
-                                                     self.context)
+                                                     self.context, diverged=at_init)
             if write:
                 log.info("init probe: %s", self.report["init"]["text"])
 

@@ -59,10 +59,34 @@ class Recorder:
     grad_hists: list[np.ndarray] = field(default_factory=list)
     act_hists: list[np.ndarray] = field(default_factory=list)
 
+    def load(self) -> None:
+        """Continue the files a resumed run left (``resume.cut_history`` already cut them at
+        its checkpoint): their rows become this recorder's history, to diagnose and append to."""
+        layer_file, step_file = self.out_dir / "layers.csv", self.out_dir / "steps.csv"
+        if not (layer_file.exists() and step_file.exists()):
+            return
+        with open(step_file, newline="") as f:
+            rows = {int(r["step"]): HostRow(int(r["step"]), {s: [] for s in LAYER_STATS},
+                                            {s: _number(r[s]) for s in STEP_STATS})
+                    for r in csv.DictReader(f)}
+        with open(layer_file, newline="") as f:
+            for r in csv.DictReader(f):
+                row = rows[int(r["step"])]
+                for stat in LAYER_STATS:
+                    row.layers[stat].append(_number(r[stat]))
+        self.history = [rows[step] for step in sorted(rows)]
+        hist_file = self.out_dir / "histograms.npz"
+        if hist_file.exists():
+            with np.load(hist_file) as z:
+                self.hist_steps = z["steps"].tolist()
+                self.grad_hists, self.act_hists = list(z["grad_counts"]), list(z["act_counts"])
+
     def new_row(self, step: int, device: torch.device) -> Row:
         n = len(self.layer_names)
-        return Row(step, torch.full((len(LAYER_STATS), n), math.nan, device=device),
-                   torch.full((len(STEP_STATS),), math.nan, device=device))
+        # float32 whatever the default dtype: "-true" precisions set it inside the forward
+        return Row(step, torch.full((len(LAYER_STATS), n), math.nan, device=device,
+                                    dtype=torch.float32),
+                   torch.full((len(STEP_STATS),), math.nan, device=device, dtype=torch.float32))
 
     def flush(self, loggers: list[Any], write: bool) -> list[HostRow]:
         """Move pending rows to the host (one copy), then write and log them if ``write``."""
@@ -158,6 +182,10 @@ def log_histograms(logger: Any, step: int, names: list[str], grad: np.ndarray,
                 key, min=float(edges[0]), max=float(edges[-1]), num=total,
                 sum=float((counts * centres).sum()), sum_squares=float((counts * centres**2).sum()),
                 bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(), global_step=step)
+
+
+def _number(cell: str) -> float:
+    return float(cell) if cell else math.nan
 
 
 def _cell(value: float) -> str:

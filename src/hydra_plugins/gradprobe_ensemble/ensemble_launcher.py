@@ -22,7 +22,7 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradprobe.cli import NAN, choices_of, objective_of
-from gradprobe.record import record_failure
+from gradprobe.record import hydra_record, record_failure
 from gradprobe.schema import ConfigError, validate
 from gradprobe.sweep import previous_result
 
@@ -99,7 +99,7 @@ class EnsembleLauncher(BasicLauncher):
         run_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
         choices = choices_of(hydra_cfg)
         if cfg.sweep.resume and (done := previous_result(run_dir, overrides)) is not None:
-            log.info("already %s, skipped: %s", done["status"], run_dir)
+            print(f"already {done['status']}, skipped: {run_dir}")  # its log stays as it was
             return objective_of(done, cfg)
         try:
             validate(cfg)
@@ -109,7 +109,8 @@ class EnsembleLauncher(BasicLauncher):
             return NAN
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         group = str(Path(hydra_cfg.sweep.dir).resolve())
-        self._members.append((None, Member(resolved, run_dir, choices, overrides, group)))
+        self._members.append((None, Member(resolved, run_dir, choices, overrides, group,
+                                           hydra=hydra_record(hydra_cfg, cfg))))
         return NAN  # replaced by the objective once the ensemble has trained
 
     def _train_groups(self) -> None:

@@ -1,0 +1,113 @@
+"""Exit codes and statuses tell the truth: a signal ends a run (or a sweep) as ``interrupted``
+with exit 128 + N after its record and summary line; a sweep's workers end with it; a broken
+job record fails the sweep summary by name, not by crashing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import DATA_DIR, REPO
+from gradprobe.record import lock_holder
+from gradprobe.sweep import SweepSummary
+
+LONG = ["data=digits", "logger=csv", "model.depth=3", "monitor.figures=false",
+        "trainer.max_epochs=500"]
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
+
+
+def wait_for(condition, timeout: float = 240.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's bookkeeping is left
+
+
+def training(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_ends_a_run_as_interrupted_with_128_plus_n(tmp_path, sig) -> None:
+    run_dir = tmp_path / "run"
+    proc = start(*LONG, f"hydra.run.dir={run_dir}")
+    wait_for(lambda: training(run_dir))
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["error"] == f"interrupted by {sig.name}"
+    assert err.strip().splitlines()[-1] == (f"interrupted by {sig.name} (recorded in its "
+                                            f"summary.json): {run_dir}")
+    assert lock_holder(run_dir) is None  # the run is no longer live: it can be resumed
+
+
+def test_sigterm_stops_a_sweep_with_its_summary_and_128_plus_n(tmp_path) -> None:
+    proc = start("-m", f"hydra.sweep.dir={tmp_path}", *LONG, "seed=0,1,2")
+    wait_for(lambda: training(tmp_path / "0"))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert json.loads((tmp_path / "0" / "summary.json").read_text())["status"] == \
+        "interrupted"
+    assert not (tmp_path / "1").exists()  # the sweep stopped: no further job started
+    assert f"sweep {tmp_path}: 1 jobs: 1 interrupted" in out + err
+    assert err.strip().splitlines()[-1].startswith("sweep: 1 of 1 jobs failed; logs: ")
+
+
+def test_workers_end_with_a_killed_sweep_process(tmp_path) -> None:
+    """``kill -9`` of a joblib sweep's main process: its workers record ``interrupted`` and
+    exit, instead of training on and then hanging."""
+    proc = start("-m", f"hydra.sweep.dir={tmp_path}", *LONG, "seed=0,1",
+                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    jobs = [tmp_path / "0", tmp_path / "1"]
+    wait_for(lambda: all(training(job) and lock_holder(job) for job in jobs))
+    workers = [int(lock_holder(job).split()[1]) for job in jobs]  # "pid N on host, since .."
+    assert proc.pid not in workers
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=120)
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["error"] == \
+            "interrupted by SIGTERM"
+        assert lock_holder(job) is None
+
+
+def test_a_corrupt_job_record_fails_the_sweep_summary_by_name(tmp_path, capsys,
+                                                              caplog) -> None:
+    caplog.set_level(logging.INFO, logger="gradprobe")
+    for job, text in (("0", json.dumps({"status": "completed"})), ("1", '{"status": "comp')):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "summary.json").write_text(text)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}},
+                               "sweep": {"report": False}})
+    with pytest.raises(SystemExit) as ended:
+        SweepSummary().on_multirun_end(config)
+    assert ended.value.code == 1
+    assert f"{tmp_path / '1' / 'summary.json'} is unreadable" in caplog.text
+    assert "1 completed, 1 unreadable record" in caplog.text
+    assert "sweep: 1 of 2 jobs failed" in capsys.readouterr().err
