@@ -20,9 +20,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,20 +59,27 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write beside ``path``, flush to disk, rename over it: readers see old or new, never half.
-    On any error (a full disk) the temporary file is removed and the old file is untouched."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file written beside ``path``, flushed to disk and renamed over it: readers see the old
+    file or the new one, never half. On any error (a full disk, a kill's exception) the
+    temporary file is removed and the old file is untouched."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

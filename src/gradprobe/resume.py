@@ -21,6 +21,7 @@ from gradprobe.record import (
     RESOLVED_CONFIG,
     RESUMABLE,
     RunDirError,
+    atomic_file,
     lock_holder,
     read_summary,
     write_atomic,
@@ -150,9 +151,8 @@ def _cut_histograms(path: Path, step: int) -> int:
         return 0
     for key in ("steps", "grad_counts", "act_counts"):
         data[key] = data[key][keep]
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **data)
-    tmp.replace(path)
+    with atomic_file(path, "wb") as f:
+        np.savez(f, **data)
     return int((~keep).sum())
 
 

@@ -22,7 +22,6 @@ so the rows and the verdict of a diverged run say where it diverged.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -47,6 +46,7 @@ from gradprobe.instruments.stats import (
     log10_abs,
 )
 from gradprobe.nets import Layer
+from gradprobe.record import write_json
 
 log = logging.getLogger("gradprobe")
 _L = {stat: i for i, stat in enumerate(LAYER_STATS)}
@@ -297,7 +297,7 @@ class GradientFlow(Callback):
         if not write or not history:
             return
         out_dir = self.recorder.out_dir
-        (out_dir / "diagnosis.json").write_text(json.dumps(self.report, indent=2) + "\n")
+        write_json(out_dir / "diagnosis.json", self.report)
         log.info("diagnosis: %s", self.report["final"]["text"])
         if self.figures:
             from gradprobe.figures import draw_all

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from gradprobe.instruments.stats import ACT_BINS, ACTIVATION_STATS, GRAD_BINS
+from gradprobe.record import atomic_file
 
 GRADIENT_STATS = ("grad_norm", "weight_norm", "grad_ratio", "grad_mean_abs", "backprop_norm")
 LAYER_STATS = (*GRADIENT_STATS, "update_ratio", *ACTIVATION_STATS)
@@ -148,10 +149,10 @@ class Recorder:
                 logger.log_metrics(metrics, step=row.step)
 
     def _save_histograms(self, loggers: list[Any], newest: int) -> None:
-        np.savez(self.out_dir / "histograms.npz", steps=np.array(self.hist_steps),
-                 layers=np.array(self.layer_names), grad_edges=GRAD_BINS.edges.numpy(),
-                 grad_counts=np.stack(self.grad_hists), act_edges=ACT_BINS.edges.numpy(),
-                 act_counts=np.stack(self.act_hists))
+        with atomic_file(self.out_dir / "histograms.npz", "wb") as f:  # rewritten each flush
+            np.savez(f, steps=np.array(self.hist_steps), layers=np.array(self.layer_names),
+                     grad_edges=GRAD_BINS.edges.numpy(), grad_counts=np.stack(self.grad_hists),
+                     act_edges=ACT_BINS.edges.numpy(), act_counts=np.stack(self.act_hists))
         for logger in loggers:
             if getattr(logger, "experiment", None) is None:
                 continue
