@@ -65,17 +65,26 @@ def test_a_signal_ends_a_run_as_interrupted_with_128_plus_n(tmp_path, sig) -> No
     assert lock_holder(run_dir) is None  # the run is no longer live: it can be resumed
 
 
-def test_sigterm_stops_a_sweep_with_its_summary_and_128_plus_n(tmp_path) -> None:
-    proc = start("-m", f"hydra.sweep.dir={tmp_path}", *LONG, "seed=0,1,2")
-    wait_for(lambda: training(tmp_path / "0"))
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_sigterm_stops_a_sweep_with_its_summary_and_128_plus_n(tmp_path, launcher) -> None:
+    """Basic launcher: the job in the sweep's own process records it and no further job starts.
+    joblib: the signal is passed on to the workers, which record it before joblib kills them."""
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" \
+        else []
+    proc = start("-m", f"hydra.sweep.dir={tmp_path}", *LONG, "seed=0,1,2", *parallel)
+    running = [tmp_path / "0", tmp_path / "1"] if parallel else [tmp_path / "0"]
+    wait_for(lambda: all(training(job) for job in running))
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert json.loads((tmp_path / "0" / "summary.json").read_text())["status"] == \
-        "interrupted"
-    assert not (tmp_path / "1").exists()  # the sweep stopped: no further job started
-    assert f"sweep {tmp_path}: 1 jobs: 1 interrupted" in out + err
-    assert err.strip().splitlines()[-1].startswith("sweep: 1 of 1 jobs failed; logs: ")
+    for job in running:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["error"] == \
+            "interrupted by SIGTERM"
+    assert not (tmp_path / "2").exists()  # the sweep stopped: no further job started
+    n = len(running)
+    assert f"sweep {tmp_path}: {n} jobs: {n} interrupted" in out + err
+    assert err.strip().splitlines()[-1].startswith(f"sweep: {n} of {n} jobs failed; logs: ")
 
 
 def test_workers_end_with_a_killed_sweep_process(tmp_path) -> None:

@@ -28,6 +28,7 @@ from gradprobe.sweep import (
     SweepSummary,
     parallel_jobs,
     previous_result,
+    stop_jobs,
     summarize,
     threads_per_job,
 )
@@ -143,12 +144,19 @@ def objective_of(summary: dict[str, Any], cfg: DictConfig) -> float:
     return float(summary.get("metrics", {}).get(cfg.get("objective", "val/loss"), NAN))
 
 
+def stop_sweep_jobs(signum: int) -> None:
+    """The sweep under way (if any) passes a signal on to its jobs in worker processes."""
+    if SweepSummary.running is not None and SweepSummary.running.is_dir():
+        stop_jobs(SweepSummary.running, signum)
+
+
 def main() -> None:
     """The command: a signal ends it with 128 + N, after the record and, in a sweep, the
     summary line of its jobs so far."""
     register_resolvers()
     interrupt.mark_sweep_process()
     interrupt.install()
+    interrupt.before_raising.append(stop_sweep_jobs)
     try:
         _hydra_main()
     except (KeyboardInterrupt, SystemExit):

@@ -17,11 +17,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SWEEP_PID = "GRADPROBE_SWEEP_PID"  # the sweep's main process, inherited by its workers
 received: int | None = None  # the first signal this process got
 orphaned = False  # this worker's sweep process died
+before_raising: list[Callable[[int], None]] = []  # e.g. pass the signal on to sweep workers
 _watching = False
 
 
@@ -29,6 +31,8 @@ def _handler(signum: int, frame: object) -> None:
     global received
     if received is None:
         received = signum
+        for hook in before_raising:
+            hook(signum)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 

@@ -9,9 +9,11 @@ exits 1 -- after every other job has run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from collections import Counter
@@ -163,6 +165,23 @@ def publish_report(result: dict[str, Any], sweep_dir: Path, wandb_cfg: Any) -> N
             | {"report/runs": wandb.Table(columns=columns, data=[
                 [str(row.get(c, "")) for c in columns] for row in rows])})
     run.finish()
+
+
+def stop_jobs(sweep_dir: Path, signum: int, wait_s: float = 60.0) -> None:
+    """Pass a signal on to the sweep's jobs running in other processes on this host (their
+    locks name them) and wait until they have recorded it; a parallel launcher would otherwise
+    kill them outright (joblib sends SIGKILL), leaving records that still say ``running``."""
+    me, host = os.getpid(), socket.gethostname()
+    running = []
+    for job_dir in job_dirs(sweep_dir):
+        holder = (lock_holder(job_dir) or "").split()  # "pid N on host, since ..."
+        if len(holder) > 3 and holder[1] != str(me) and holder[3].rstrip(",") == host:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(holder[1]), signum)
+                running.append(job_dir)
+    deadline = time.time() + wait_s
+    while any(lock_holder(job_dir) for job_dir in running) and time.time() < deadline:
+        time.sleep(0.1)
 
 
 def summarize(sweep_dir: Path) -> list[Path]:
