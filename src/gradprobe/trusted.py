@@ -19,6 +19,8 @@ import yaml
 from gradprobe.record import REPO, RunDirError
 
 CONF_DIR = REPO / "conf"
+# Targets earlier versions of conf/ declared, so their run directories and checkpoints still load.
+FORMERLY_DECLARED = frozenset({"pytorch_lightning.loggers.CSVLogger"})
 
 
 class UntrustedConfig(RunDirError):
@@ -43,7 +45,7 @@ def declared_targets(conf_dir: Path = CONF_DIR) -> frozenset[str]:
 
     for path in sorted(conf_dir.rglob("*.yaml")):
         walk(yaml.safe_load(path.read_text()))
-    return frozenset(found)
+    return frozenset(found) | FORMERLY_DECLARED
 
 
 def check(node: Any, source: str, key: str = "") -> None:
