@@ -315,3 +315,15 @@ def test_precision_trains_with_finite_statistics_or_is_refused(precision: str, r
         values = {s: float(r[s]) if r[s] else math.nan for s in stats}
         assert all(math.isfinite(v) for v in values.values()), (r["step"], r["layer"], values)
 
+
+
+def test_half_precision_norms_are_accumulated_in_float32() -> None:
+    """Under 16-true a gradient's norm can pass float16's 65504: it must not become inf."""
+    import torch
+
+    from gradprobe.instruments.gradient_flow import norms_of
+
+    half = [torch.full((1000,), 5000.0, dtype=torch.float16), torch.ones(4, dtype=torch.float16)]
+    assert torch._foreach_norm(half)[0].isinf()  # a float16 result overflows
+    assert norms_of(half).tolist() == pytest.approx([5000.0 * 1000**0.5, 2.0])
+    assert norms_of([torch.ones(4, dtype=torch.float64)]).dtype == torch.float64
