@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
-from conftest import DATA_DIR, REPO
+from conftest import DATA_DIR, FAST, REPO, run_job
+from gradprobe import interrupt
 from gradprobe.record import lock_holder
 from gradprobe.sweep import SweepSummary
 
@@ -120,3 +122,20 @@ def test_a_corrupt_job_record_fails_the_sweep_summary_by_name(tmp_path, capsys,
     assert f"{tmp_path / '1' / 'summary.json'} is unreadable" in caplog.text
     assert "1 completed, 1 unreadable record" in caplog.text
     assert "sweep: 1 of 2 jobs failed" in capsys.readouterr().err
+
+
+def test_a_signal_that_breaks_off_a_checkpoint_save_still_ends_interrupted(tmp_path,
+                                                                           monkeypatch) -> None:
+    """Seen under load: SIGTERM inside ``torch.save`` surfaced as the zip writer's RuntimeError.
+    The run is still ``interrupted``, and the atomic save left no torn file."""
+    def save_broken_off(obj, f, *args, **kwargs) -> None:
+        f.write(b"part of a checkpoint")
+        monkeypatch.setattr(interrupt, "received", signal.SIGTERM)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(torch, "save", save_broken_off)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        run_job(tmp_path / "run", [*FAST, "data=digits", "model.depth=2"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["error"] == "interrupted by SIGTERM"
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []

@@ -74,6 +74,18 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
                    group=group, job=job, hydra=hydra)
 
 
+def stop_interrupted(run_dir: Path, sweeping: bool) -> None:
+    """A job a signal ended (its record says so): a single run says where and exits 128 + N;
+    a sweep job re-raises to stop the sweep, or, orphaned, exits outright."""
+    if interrupt.orphaned:  # the sweep's process is gone: nobody to return to
+        os._exit(interrupt.exit_code())
+    if sweeping:
+        raise KeyboardInterrupt(interrupt.signal_name())
+    print(f"interrupted by {interrupt.signal_name()} (recorded in its summary.json): "
+          f"{run_dir}", file=sys.stderr)
+    sys.exit(interrupt.exit_code())
+
+
 def refuse(err: Exception, run_dir: Path, resuming: bool) -> None:
     """One line on stderr, exit 2; the empty directory Hydra made for a new run goes again."""
     print(err, file=sys.stderr)
@@ -111,25 +123,19 @@ def _hydra_main(cfg: DictConfig) -> float:
         summary = train(cfg, run_dir, choices, overrides,
                         group=str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None,
                         job=job, hydra=hydra_record(hydra_cfg, cfg))
-    except REFUSALS as err:
-        if not sweeping:
-            refuse(err, run_dir, resuming=bool(cfg.get("resume")))
-        log.error("%s", err)
-        record_failure(cfg, run_dir, choices, overrides, str(err))
-        return NAN
-    except Exception:
-        if not sweeping:
+    except BaseException as err:
+        if interrupt.received:  # whatever the signal broke off (even a save) ends as interrupted
+            stop_interrupted(run_dir, sweeping)
+        if isinstance(err, REFUSALS):
+            if not sweeping:
+                refuse(err, run_dir, resuming=bool(cfg.get("resume")))
+            log.error("%s", err)
+            record_failure(cfg, run_dir, choices, overrides, str(err))
+            return NAN
+        if not sweeping or not isinstance(err, Exception):
             raise
         log.exception("job failed (recorded in its summary.json); the sweep goes on")
         return NAN
-    except BaseException:
-        if interrupt.orphaned:  # the sweep's process is gone: nobody to return to
-            os._exit(interrupt.exit_code())
-        if interrupt.received and not sweeping:
-            print(f"interrupted by {interrupt.signal_name()} (recorded in its summary.json): "
-                  f"{run_dir}", file=sys.stderr)
-            sys.exit(interrupt.exit_code())
-        raise
     if not is_rank_zero():
         return NAN
     shown = {k: round(v, 4) for k, v in summary["metrics"].items() if k.startswith("test/")}
@@ -159,7 +165,7 @@ def main() -> None:
     interrupt.before_raising.append(stop_sweep_jobs)
     try:
         _hydra_main()
-    except (KeyboardInterrupt, SystemExit):
+    except BaseException:
         if interrupt.received is None:
             raise
         if SweepSummary.running is not None and SweepSummary.running.is_dir():

@@ -210,7 +210,9 @@ def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         summary = info | fit_and_test(cfg, run_dir, splits, info, choices, resumed, interactive,
                                       group)
     except BaseException as err:  # signals reach here as SystemExit from Lightning
-        status = "failed" if isinstance(err, Exception) else "interrupted"
+        # a signal can surface as another error (one raised inside a save it broke off)
+        interrupted = interrupt.received or not isinstance(err, Exception)
+        status = "interrupted" if interrupted else "failed"
         error = (f"interrupted by {interrupt.signal_name()}" if interrupt.received
                  else f"{type(err).__name__}: {err}")
         record.finish(run_dir, info | {"status": status, "error": error,
