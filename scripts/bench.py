@@ -43,6 +43,7 @@ from bench_monitor import compose, plain_loop
 from hydra.utils import instantiate
 
 from gradprobe.data import InMemoryDataModule
+from gradprobe.instruments import guard
 from gradprobe.run import build_module, build_monitor, steps_per_call
 
 warnings.filterwarnings("ignore")
@@ -84,9 +85,10 @@ def framework(overrides: list[str], splits, steps: int, warmup: int, device: tor
     module = build_module(cfg, splits.input_shape, splits.num_outputs, chunk, cfg.engine.compile)
     monitor = build_monitor(cfg, choices, run_dir)
     clock = StepClock(device)
+    divergence = guard.Guard(**guard.settings(cfg))  # every run has it, monitored or not
     trainer = pl.Trainer(max_steps=steps, accelerator=device.type, devices=1,
                          logger=pl.loggers.CSVLogger(run_dir, name="", version=""),
-                         callbacks=[clock, *([monitor] if monitor else [])],
+                         callbacks=[clock, *([monitor] if monitor else []), divergence],
                          limit_val_batches=0, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          log_every_n_steps=cfg.trainer.log_every_n_steps,
