@@ -89,11 +89,13 @@ def test_sigterm_stops_a_sweep_with_its_summary_and_128_plus_n(tmp_path, launche
     assert err.strip().splitlines()[-1].startswith(f"sweep: {n} of {n} jobs failed; logs: ")
 
 
-def test_workers_end_with_a_killed_sweep_process(tmp_path) -> None:
-    """``kill -9`` of a joblib sweep's main process: its workers record ``interrupted`` and
-    exit, instead of training on and then hanging."""
-    proc = start("-m", f"hydra.sweep.dir={tmp_path}", *LONG, "seed=0,1",
-                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local"]],
+                         ids=["joblib", "submitit_local"])
+def test_workers_end_with_a_killed_sweep_process(tmp_path, launcher) -> None:
+    """``kill -9`` of a parallel sweep's main process: its jobs in other processes record
+    ``interrupted`` and exit, instead of training on and then hanging."""
+    proc = start("-m", f"hydra.sweep.dir={tmp_path}", *LONG, "seed=0,1", *launcher)
     jobs = [tmp_path / "0", tmp_path / "1"]
     wait_for(lambda: all(training(job) and lock_holder(job) for job in jobs))
     workers = [int(lock_holder(job).split()[1]) for job in jobs]  # "pid N on host, since .."

@@ -6,9 +6,10 @@ SIGTERM (``kill``, schedulers), SIGHUP (a closed terminal) and SIGINT (Ctrl-C) r
 ``interrupted`` with the signal's name, and the process exits ``128 + signal number``, as shells
 report a process a signal ended (Lightning alone exits 0 after SIGTERM).
 
-A sweep's worker process (joblib, submitit) also ends when the sweep's main process dies, even by
-``kill -9``: it would otherwise train on and then hang writing its result to a parent that is
-gone. A thread notices the new parent and interrupts the job as SIGTERM would.
+A sweep's job in a worker process (joblib, submitit_local) also ends when the sweep's main
+process dies, even by ``kill -9``: it would otherwise train on and then hang writing its result
+to a parent that is gone. A thread notices and interrupts the job as SIGTERM would (Linux: it
+reads ``/proc``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SWEEP_PID = "GRADPROBE_SWEEP_PID"  # the sweep's main process, inherited by its workers
@@ -58,18 +60,19 @@ def mark_sweep_process() -> None:
 
 
 def end_with_parent(poll_s: float = 0.5, grace_s: float = 60.0) -> None:
-    """In a sweep's worker process (a child of the sweep's main process): when that process
-    dies, interrupt this job like SIGTERM, and exit outright if it has not ended ``grace_s``
-    later. Does nothing in the main process itself or where the parent is someone else (SLURM)."""
+    """In a sweep job running in a descendant of the sweep's main process (a joblib worker, a
+    submitit_local job): when that process dies, interrupt this job like SIGTERM, and exit
+    outright if it has not ended ``grace_s`` later. Does nothing in the main process itself or
+    where the job is not its descendant (SLURM jobs are meant to outlive the submitter)."""
     global _watching
-    parent = os.getppid()
-    if _watching or os.environ.get(SWEEP_PID) != str(parent):
+    sweep = int(os.environ.get(SWEEP_PID, "0"))
+    if _watching or sweep == os.getpid() or not _descends_from(sweep):
         return
     _watching = True
 
     def watch() -> None:
         global orphaned
-        while os.getppid() == parent:
+        while _alive(sweep):
             time.sleep(poll_s)
         orphaned = True
         os.kill(os.getpid(), signal.SIGTERM)
@@ -77,3 +80,26 @@ def end_with_parent(poll_s: float = 0.5, grace_s: float = 60.0) -> None:
         os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="gradprobe-end-with-parent", daemon=True).start()
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, ...; None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _descends_from(ancestor: int) -> bool:
+    pid = os.getppid()
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        stat = _stat(pid)
+        pid = int(stat[1]) if stat else 0
+    return False
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has ended, only not been reaped
