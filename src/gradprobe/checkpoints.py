@@ -31,7 +31,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path, "wb") as f:
-            torch.save(checkpoint, f)
+            try:
+                torch.save(checkpoint, f)
+            except RuntimeError as err:  # torch's zip writer hides a failed write (ENOSPC)
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from None
+                raise
 
 
 def checkpoint_callbacks(folder: Path, validating: bool) -> list[ModelCheckpoint]:
