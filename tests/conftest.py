@@ -80,3 +80,24 @@ def small_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("small") / "run"
     run_job(run_dir, [*FAST, "data=digits", "model.depth=3", "trainer.max_epochs=2"])
     return run_dir
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs("size=1m,ro")``: a fresh tmpfs mounted under tmp_path, unmounted afterwards
+    (root in a container may mount one; where it cannot, the test is skipped)."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        folder = tmp_path / f"tmpfs{len(mounted)}"
+        folder.mkdir()
+        out = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)

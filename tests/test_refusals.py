@@ -150,20 +150,8 @@ def test_resume_and_sweep_resume_of_a_live_run_write_nothing(small_run, tmp_path
         holder.wait()
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A read-only tmpfs (root in a container may mount one; elsewhere the test is skipped)."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
-
-
-def test_a_read_only_output_folder_is_one_line(read_only_folder) -> None:
+def test_a_read_only_output_folder_is_one_line(tmpfs) -> None:
+    read_only_folder = tmpfs("size=1m,ro")
     out = cli(f"hydra.run.dir={read_only_folder / 'run'}")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert f"{read_only_folder} is not a writable folder" in out.stderr
