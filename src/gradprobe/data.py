@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from gradprobe.schema import DataError, check_split_sizes, planned_splits
+from gradprobe.record import atomic_file
+from gradprobe.schema import DataError, check_split_sizes, held_out, planned_splits
 
 Pair = tuple[Tensor, Tensor]
 log = logging.getLogger("gradprobe")
@@ -50,7 +51,7 @@ def split_off(pair: Pair, fraction: float, seed: int) -> tuple[Pair, Pair]:
     """Split a random ``fraction`` off ``pair`` (a fixed ``seed``, independent of the run seed)."""
     x, y = pair
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_off = max(1, round(fraction * len(x)))
+    n_off = held_out(len(x), fraction)
     keep, off = order[n_off:], order[:n_off]
     return (x[keep], y[keep]), (x[off], y[off])
 
@@ -77,9 +78,8 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42,
 
         d = make_dataset(ObjectView(args))
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{np.random.randint(1 << 30)}.npz")
-        np.savez(tmp, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"])
-        tmp.replace(cache)  # atomic: parallel jobs never read a half-written file
+        with atomic_file(cache, "wb") as f:  # parallel jobs never read a half-written file
+            np.savez(f, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"])
 
     if not cache.exists():
         generate()
@@ -88,13 +88,13 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42,
     except Exception as err:  # damaged from outside (only whole files are ever written)
         # The cache is a pure function of ``args``: regenerating it (~1 s) loses nothing.
         log.warning("MNIST-1D cache %s is unreadable (%s); regenerating it", cache,
-                    _first_line(err))
+                    first_line(err))
         generate()
         try:
             train, test = _read_mnist1d(cache)
         except Exception as again:
             raise DataError(f"data error: MNIST-1D cache {cache} is unreadable even after "
-                            f"regenerating it ({_first_line(again)}); delete it to regenerate, "
+                            f"regenerating it ({first_line(again)}); delete it to regenerate, "
                             "and check the disk") from again
     train, val = split_off(train, val_fraction, split_seed)
     return Splits(train, val, test, num_outputs=10)
@@ -105,7 +105,8 @@ def _read_mnist1d(cache: Path) -> tuple[Pair, Pair]:
         return _classification(d["x"], d["y"]), _classification(d["x_test"], d["y_test"])
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An error as one line: its type and the first line of its message."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
@@ -160,7 +161,7 @@ def torchvision_dataset(name: str, root: str | None = None, download: bool = Tru
         fix = (f"delete {files} to download it again" if download else
                "set data.source.download=true, or put the files there")
         raise DataError(f"data error: torchvision {name} could not be loaded from {files} "
-                        f"({_first_line(err)}); {fix}") from err
+                        f"({first_line(err)}); {fix}") from err
 
     def as_pair(ds: Dataset) -> Pair:
         x = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0

@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gradprobe.record import RunDirError, is_rank_zero, read_summary
+from gradprobe.record import RunDirError, is_rank_zero, read_summary, refuse_finished
 from gradprobe.resume import config_to_resume
 from gradprobe.sweep import check_sweep_resume
 
@@ -35,10 +35,7 @@ def check_run(config: DictConfig) -> None:
     if config.get("resume"):
         config_to_resume(Path(config.resume), list(config.hydra.overrides.task))
     else:
-        summary = read_summary(run_dir) if run_dir.is_dir() else None
-        if summary:
-            raise RunDirError(f"{run_dir} already holds a run (status {summary['status']}); "
-                              "refusing to overwrite it (resume=<run dir> continues one)")
+        refuse_finished(run_dir, read_summary(run_dir) if run_dir.is_dir() else None)
     check_writable(run_dir, "hydra.run.dir")
 
 

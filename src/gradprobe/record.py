@@ -141,9 +141,8 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
     if not is_rank_zero():
         return {"run_dir": str(run_dir), "seed": cfg.seed, "choices": choices}
     previous = read_summary(run_dir)
-    if previous and not resumed:
-        raise RunDirError(f"{run_dir} already holds a run (status {previous['status']}); "
-                          "refusing to overwrite it (resume=<run dir> continues one)")
+    if not resumed:
+        refuse_finished(run_dir, previous)
     run_dir.mkdir(parents=True, exist_ok=True)
     acquire_lock(run_dir)
     if resumed and previous:
@@ -166,6 +165,13 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
     info |= {"run_name": cfg.get("run_name"), "versions": versions(), "git": git_state()}
     write_json(run_dir / SUMMARY, info | {"status": "running"})
     return info
+
+
+def refuse_finished(run_dir: Path, summary: dict[str, Any] | None) -> None:
+    """A new run never goes into a directory that holds one (``summary``: its record)."""
+    if summary:
+        raise RunDirError(f"{run_dir} already holds a run (status {summary['status']}); "
+                          "refusing to overwrite it (resume=<run dir> continues one)")
 
 
 def hydra_record(hydra_cfg: Any, task_cfg: DictConfig) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from torchmetrics.regression import MeanSquaredError, R2Score
 
 from gradprobe import interrupt, record, resume, theory, trusted
 from gradprobe.checkpoints import AtomicCheckpointIO, checkpoint_callbacks, newest_intact
-from gradprobe.data import InMemoryDataModule, Splits, check_splits
+from gradprobe.data import InMemoryDataModule, Splits, check_splits, first_line
 from gradprobe.init import implied_variances, initialize
 from gradprobe.instruments import GradientFlow, guard
 from gradprobe.instruments.jacobian import JacobianSpectrum
@@ -232,9 +232,8 @@ def load_splits(cfg: DictConfig) -> Splits:
         cause = err.__cause__ or err  # Hydra wraps what the data source raised
         if isinstance(cause, (ConfigError, DataError)):
             raise cause from None
-        first_line = (str(cause).strip().splitlines() or [""])[0]
-        raise DataError(f"data error: data.source could not be loaded ({type(cause).__name__}:"
-                        f" {first_line}); check the data group's settings") from err
+        raise DataError(f"data error: data.source could not be loaded ({first_line(cause)}); "
+                        "check the data group's settings") from err
     check_splits(splits, cfg)  # a split too small for this run: one line, before training
     return splits
 
