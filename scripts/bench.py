@@ -20,6 +20,10 @@ Throughput is model-steps per second over the command's wall time (start-up incl
 
 Start-up: wall time of a one-step run, of a config error, and of ``--help``.
 
+Sample: what one sampled step's activation statistics cost on this model's hidden layers (the
+pre-activations and activations of one batch, grouped as the monitor groups them), with and
+without the input-similarity statistic ``pre_cosine``, against the plain loop's step.
+
     python scripts/bench.py                                   # CPU, the default experiment
     python scripts/bench.py --device cuda model.depth=20 data.batch_size=256 --out bench.json
 """
@@ -121,6 +125,39 @@ def bench_steps(args, overrides: list[str], device: torch.device) -> dict:
                    "runs_ms": [round(1000 * t, 4) for t in ts]} for name, ts in times.items()}
 
 
+def bench_sample(overrides: list[str], device: torch.device, plain_ms: float | None,
+                 repeats: int = 200) -> dict:
+    """ms per sampled step of ``activation_stats`` over the hidden layers, and of the
+    ``pairwise_cosine`` inside it; the best of ``repeats`` calls (interference only adds)."""
+    from gradprobe.instruments.stats import activation_stats, pairwise_cosine
+
+    cfg, _ = compose(overrides)
+    n, width, depth = cfg.data.batch_size, cfg.model.width, cfg.model.depth
+    pre = torch.randn(depth, n, width, device=device)
+    out = torch.relu(pre)
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return 1000 * min(times)
+
+    stats_ms = best(lambda: activation_stats(pre, out, None, 0.05, dies=True))
+    cosine_ms = best(lambda: pairwise_cosine(pre))
+    every = int(cfg.monitor.every_n_steps)
+    result = {"layers": depth, "batch": n, "width": width, "every_n_steps": every,
+              "activation_stats_ms": round(stats_ms, 4), "pre_cosine_ms": round(cosine_ms, 4)}
+    if plain_ms:
+        result["pre_cosine_share_of_training"] = round(cosine_ms / (every * plain_ms), 5)
+    return result
+
+
 def train_py(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     started = time.perf_counter()
@@ -178,7 +215,8 @@ def main() -> None:
     parser.add_argument("--sweep-steps", type=int, default=200)
     parser.add_argument("--parallel", type=int, default=None,
                         help="joblib processes (default: 4 on a GPU, else the cores)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["steps", "sweep", "start"])
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["steps", "sweep", "start", "sample"])
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.depth=20")
     args = parser.parse_args()
@@ -202,6 +240,9 @@ def main() -> None:
             result["sweep"] = bench_sweep(args, overrides, Path(work))
     if "start" not in args.skip:
         result["start_s"] = bench_start(overrides)
+    if "sample" not in args.skip:
+        plain = result.get("steps", {}).get("plain", {}).get("ms_per_step")
+        result["sample"] = bench_sample(overrides, device, plain)
     print_tables(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -225,6 +266,8 @@ def print_tables(result: dict) -> None:
     if "start_s" in result:
         print("\nstart-up (wall s): " + ", ".join(f"{k} {v}" for k, v in
                                                   result["start_s"].items()))
+    if "sample" in result:
+        print("\nsampled step, activation statistics: " + json.dumps(result["sample"]))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from gradprobe.figures import draw_all, heatmap, load_gradflow, profile
 
 COLUMNS = ["step", "layer", "depth", "grad_norm", "weight_norm", "grad_ratio", "grad_mean_abs",
            "backprop_norm", "update_ratio", "act_mean", "act_std", "act_zero_frac",
-           "act_neg_frac", "act_dead_frac", "act_saturated_frac", "pre_mean", "pre_std"]
-FIGURES = ["heatmap.png", "profile.png", "activations.png", "dead_saturated.png"]
+           "act_neg_frac", "act_dead_frac", "act_saturated_frac", "pre_mean", "pre_std",
+           "pre_cosine"]
+FIGURES = ["heatmap.png", "profile.png", "similarity.png", "activations.png",
+           "dead_saturated.png"]
 
 
 def grad_norm(step: int, depth: int, n_layers: int) -> float:
@@ -42,7 +44,8 @@ def fabricate(run_dir: Path, steps: tuple[int, ...] = tuple(range(0, 120, 10)), 
                          "weight_norm": 3.0, "grad_ratio": grad_norm(s, d, n) / 3.0,
                          "grad_mean_abs": 1e-3, "backprop_norm": 0.5 ** (n - d),
                          "update_ratio": "" if s == 0 else 1e-3, "pre_mean": 0.0,
-                         "pre_std": 1.0, **{k: v if hidden else "" for k, v in act.items()}})
+                         "pre_std": 1.0, "pre_cosine": 1 - 0.8**d,
+                         **{k: v if hidden else "" for k, v in act.items()}})
     rows[1]["grad_ratio"], rows[2]["grad_ratio"] = "inf", "nan"
     if len(steps) > 1:
         rows[-n]["grad_norm"] = 0.0  # layer_01 at the last step: masked, never log10(0)
@@ -113,12 +116,25 @@ def test_one_sampled_step_still_draws(tmp_path: Path) -> None:
 
 def test_missing_histograms_skip_only_activations(tmp_path: Path) -> None:
     paths = draw_all(fabricate(tmp_path, histograms=False, bounded=False))
-    assert_pngs(paths, ["heatmap.png", "profile.png", "dead_saturated.png"])
+    assert_pngs(paths, ["heatmap.png", "profile.png", "similarity.png", "dead_saturated.png"])
+
+
+def test_a_run_recorded_before_pre_cosine_still_draws(tmp_path: Path) -> None:
+    run_dir = fabricate(tmp_path)
+    table = run_dir / "gradflow" / "layers.csv"
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS[:-1], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert_pngs(draw_all(run_dir), FIGURES)
 
 
 def test_profile_with_prediction(tmp_path: Path) -> None:
     record = load_gradflow(fabricate(tmp_path))
-    predicted = {name: 10.0 ** (d - 6) for d, name in enumerate(record.layers, start=1)}
+    norms = {name: 10.0 ** (d - 6) for d, name in enumerate(record.layers, start=1)}
+    predicted = {"grad_norm": norms, "backprop_norm": norms}
     out = profile(record, tmp_path / "p.png", " (tanh, depth 5)", predicted=predicted)
     assert_pngs([out], ["p.png"])
 

@@ -9,6 +9,7 @@ and logged through Lightning's CSV logger.
 from __future__ import annotations
 
 import copy
+import itertools
 import csv
 import math
 import statistics
@@ -77,10 +78,11 @@ def foreign_net() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
 
 
-def train(net: nn.Module, tmp_path: Path, accumulate: int, clip: float | None):
+def train(net: nn.Module, tmp_path: Path, accumulate: int, clip: float | None,
+          batch: int = 8):
     torch.manual_seed(1)
-    x, y = torch.randn(48, 4) * 2, torch.randint(0, 3, (48,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    x, y = torch.randn(6 * batch, 4) * 2, torch.randint(0, 3, (6 * batch,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch)
     flow = gradprobe.GradientFlow(every_n_steps=2, histogram_every_n_steps=4,
                                   flush_every_n_samples=2, saturation_margin=MARGIN,
                                   out_dir=tmp_path / "gradflow", figures=False)
@@ -156,32 +158,42 @@ def brute_force_step(net: nn.Module, layers: list, micro_batches: list, before: 
     return expected
 
 
-def activation_expectations(out: torch.Tensor, bounded: bool) -> dict[str, float]:
+def activation_expectations(out: torch.Tensor, bounded: bool, dies: bool) -> dict[str, float]:
+    """Dead units only for ReLU, on a probe of at least 32 examples (else not reported)."""
     values = out.detach().flatten().tolist()
     units = out.detach().T.tolist()
     exp = {"act_mean": statistics.fmean(values), "act_std": statistics.stdev(values),
            "act_zero_frac": sum(v == 0 for v in values) / len(values),
-           "act_neg_frac": sum(v < 0 for v in values) / len(values),
-           "act_dead_frac": sum(all(v <= 0 for v in u) for u in units) / len(units)}
+           "act_neg_frac": sum(v < 0 for v in values) / len(values)}
+    if dies and len(out) >= 32:
+        exp["act_dead_frac"] = sum(all(v <= 0 for v in u) for u in units) / len(units)
     if bounded:
         exp["act_saturated_frac"] = sum(
             all(v + 1 < MARGIN or 1 - v < MARGIN for v in u) for u in units) / len(units)
     return exp
 
 
+def mean_pairwise_cosine(pre: torch.Tensor) -> float:
+    """Over every pair of examples, the cosine of their (flattened) pre-activation vectors."""
+    vectors = [v.flatten() for v in pre.detach().double()]
+    pairs = itertools.combinations(vectors, 2)
+    return statistics.fmean(float(a @ b / (a.norm() * b.norm())) for a, b in pairs)
+
+
 SCENARIOS = [
-    pytest.param("tanh", 1, None, id="tanh-saturating"),
-    pytest.param("relu", 2, 0.05, id="relu-dead-accumulate2-clipped"),
-    pytest.param("foreign", 3, None, id="plain-sequential-accumulate3"),
+    pytest.param("tanh", 1, None, 8, id="tanh-saturating"),
+    pytest.param("relu", 2, 0.05, 32, id="relu-dead-accumulate2-clipped"),
+    pytest.param("relu", 1, None, 16, id="relu-probe-too-small-for-dead"),
+    pytest.param("foreign", 3, None, 8, id="plain-sequential-accumulate3"),
 ]
 
 
-@pytest.mark.parametrize(("kind", "accumulate", "clip"), SCENARIOS)
-def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -> None:
+@pytest.mark.parametrize(("kind", "accumulate", "clip", "batch"), SCENARIOS)
+def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip, batch) -> None:
     net = {"tanh": lambda: gradprobe_net(nn.Tanh), "relu": lambda: gradprobe_net(nn.ReLU),
            "foreign": foreign_net}[kind]()
     initial = copy.deepcopy(net)
-    flow, capture, module = train(net, tmp_path, accumulate, clip)
+    flow, capture, module = train(net, tmp_path, accumulate, clip, batch)
     layers = flow.layers
     assert [lay.name for lay in layers][-1] == "output"
     layer_positions = positions(net, layers)
@@ -219,16 +231,22 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -
             assert float(log_row["grad/norm/" + lay.name]) == pytest.approx(exp["grad_norm"],
                                                                              rel=1e-5)
             if exp["out"] is not None:
-                for stat, value in activation_expectations(exp["out"], kind == "tanh").items():
+                expect = activation_expectations(exp["out"], kind == "tanh",
+                                                 dies=kind == "relu")
+                for stat, value in expect.items():
                     assert float(row[stat]) == pytest.approx(value, rel=1e-4, abs=1e-7), stat
                 if kind != "tanh":
                     assert row["act_saturated_frac"] == ""  # unbounded: not applicable
+                if "act_dead_frac" not in expect:  # not ReLU, or too few examples
+                    assert row["act_dead_frac"] == ""
             else:
                 assert row["act_mean"] == "" and row["act_dead_frac"] == ""
             values = exp["pre"].detach().flatten().tolist()
             assert float(row["pre_mean"]) == pytest.approx(statistics.fmean(values), rel=1e-4,
                                                            abs=1e-7)
             assert float(row["pre_std"]) == pytest.approx(statistics.stdev(values), rel=1e-4)
+            assert float(row["pre_cosine"]) == pytest.approx(mean_pairwise_cosine(exp["pre"]),
+                                                             abs=1e-5)
             if step in hist["steps"].tolist():
                 k = hist["steps"].tolist().index(step)
                 with np.errstate(divide="ignore"):  # exact zeros: log10 -> -inf, first bin
@@ -245,7 +263,7 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip) -
     assert n_checked == 4 * len(layers)
     if kind == "tanh":
         assert any(float(r["act_saturated_frac"] or 0) > 0 for r in rows)
-    if kind == "relu":
+    if kind == "relu" and batch >= 32:
         assert any(float(r["act_dead_frac"] or 0) > 0 for r in rows)
 
 

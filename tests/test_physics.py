@@ -20,9 +20,10 @@ def test_sigmoid_with_pytorch_default_init_vanishes(run) -> None:
     init = summary["diagnosis"]["init"]
     assert init["step"] == 0 and "vanishing" in init["verdicts"]
     assert init["first_last_ratio"] < 1e-3
-    assert any("init=xavier_normal" in r for r in init["remedies"])
-    assert any("activation=relu" in r for r in init["remedies"])
-    assert any("model=resmlp" in r for r in init["remedies"])
+    offered = {r["overrides"]: r for r in init["remedies"]}
+    assert offered["activation=relu init=kaiming_normal"]["basis"] == "theory"
+    assert offered["model=resmlp"]["basis"] == "rule of thumb"
+    assert "init=xavier_normal" not in offered  # theory: a sigmoid net vanishes with it too
 
 
 def test_sigmoid_with_unit_normal_init_saturates_rather_than_vanishes(run) -> None:

@@ -86,11 +86,13 @@ def test_a_finite_blow_up_diverges_in_status_and_verdict(run) -> None:
 
 
 def test_an_all_dead_net_is_not_diverged(run) -> None:
-    """Biases of -10 kill every ReLU: hidden gradients are exactly 0, the ratio 0/0."""
+    """Biases of -10 kill every ReLU: no gradient passes them, so dL/dh below the last hidden
+    layer is exactly 0 (the ratio 0: vanishing), and the dead units say why."""
     summary = run("data=digits", "init.bias=-10", "trainer.max_steps=20")
     assert_agree(summary, None)
     final = summary["diagnosis"]["final"]
-    assert math.isnan(final["first_last_ratio"]) and "dead units" in final["verdicts"]
+    assert final["first_last_ratio"] == 0 and "dead units" in final["verdicts"]
+    assert math.isnan(final["weight_first_last_ratio"])  # dL/dW: 0/0
 
 
 def test_a_healthy_run_completes(run) -> None:

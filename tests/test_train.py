@@ -159,10 +159,12 @@ def test_wandb_offline_run_holds_metrics_and_choices(run) -> None:
         assert key in logged
     assert record["summary"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"])
     # the instruments' metrics, verdicts and figures reach the W&B run too
-    assert "grad/norm/layer_01" in logged and "act/dead_frac/layer_02" in logged
+    assert "grad/norm/layer_01" in logged and "act/pre_cosine/layer_02" in logged
     assert record["summary"]["diagnosis/final"] == ", ".join(
         summary["diagnosis"]["final"]["verdicts"])
-    assert "figures/heatmap" in logged
+    assert "figures/heatmap" in logged and "figures/similarity" in logged
+    assert record["summary"]["backprop/first_last_ratio_final"] == pytest.approx(
+        summary["diagnosis"]["final"]["backprop_first_last_ratio"])
     assert record["summary"]["theory/phase"] == summary["theory"]["phase"]  # mean-field beside
 
 

@@ -172,15 +172,14 @@ class Ensemble:
                                   shuffle=True, seed=member.cfg.seed)
 
     def _set_up_monitor(self, member: Member) -> None:
-        member.monitor = build_monitor(member.cfg, member.choices, member.run_dir)
+        member.monitor = build_monitor(member.cfg, member.choices, member.run_dir,
+                                       member.prediction)
         if member.monitor is None:
             return
         trainer = self.cfg.trainer
         member.monitor.watch(self.layers, member.run_dir / "gradflow",
                              last_step_of(self._batches, trainer.max_epochs, trainer.max_steps))
         member.monitor.numel = member.monitor.numel.to(self.device)
-        if member.prediction.get("applies"):
-            member.monitor.predicted_profile = member.prediction["relative_weight_gradients"]
 
     # ------------------------------------------------------------------ the training loop
 

@@ -208,30 +208,58 @@ def _moments(steps: np.ndarray) -> list[tuple[int, str]]:
     return picks
 
 
+Predicted = dict[str, dict[str, float]]  # layers.csv column -> layer -> mean-field value
+
+
 def profile(record: GradFlowRecord, out_path: Path, title_suffix: str = "",
-            predicted: dict[str, float] | None = None) -> Path:
-    """Gradient norm against depth early, midway and late: the slope is the vanishing rate."""
-    grad = record.stat("grad_norm")
+            predicted: Predicted | None = None) -> Path:
+    """Both gradient profiles against depth early, midway and late: the back-propagated
+    ||dL/dh|| (what the verdict judges: its slope is the vanishing rate) and the weight gradient
+    ||dL/dW|| (the product of the backward and forward signals, so often flatter)."""
+    fig = _figure(12.0, 4.6)
+    axes = fig.subplots(1, 2)
+    panels = (("backprop_norm", "back-propagated gradient ‖∂L/∂h‖ (judged)"),
+              ("grad_norm", "weight-gradient norm ‖∂L/∂W‖"))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        _profile_panel(ax, record, column, (predicted or {}).get(column))
+        ax.set_ylabel(f"{label} (log scale)")
+    fig.suptitle("Gradient norm per layer at the start, middle and end of training"
+                 + title_suffix)
+    return _save(fig, out_path)
+
+
+def _profile_panel(ax: Axes, record: GradFlowRecord, column: str,
+                   predicted: dict[str, float] | None, log: bool = True) -> None:
+    """One statistic against depth at the first, middle and last sampled steps, with the
+    mean-field prediction dashed."""
+    values = record.stat(column)
     depth = np.arange(1, len(record.layers) + 1)
-    fig = _figure(8.0, 4.8)
-    ax = fig.add_subplot()
     marker = 6.0 if len(depth) <= 30 else 2.5
     for (i, name), colour in zip(_moments(record.steps), ("C0", "C1", "C3"), strict=False):
-        y = np.where(grad[i] > 0, grad[i], np.nan)
+        y = np.where(values[i] > 0, values[i], np.nan) if log else values[i]
         ax.plot(depth, y, "o-", ms=marker, color=colour, label=f"{name} (step {record.steps[i]})")
-    if predicted is not None:
+    if predicted:
         y = np.array([predicted.get(n, np.nan) for n in record.layers], dtype=float)
-        ax.plot(depth, np.where(y > 0, y, np.nan), "--", color="black",
+        ax.plot(depth, np.where(y > 0, y, np.nan) if log else y, "--", color="black",
                 label="mean-field prediction")
-    if any((np.asarray(line.get_ydata()) > 0).any() for line in ax.get_lines()):
+    if log and any((np.asarray(line.get_ydata()) > 0).any() for line in ax.get_lines()):
         ax.set_yscale("log")
     _layer_axis(ax, record.layers, "x")
     ax.set_xlabel("layer (input side → output side)")
-    ax.set_ylabel("weight-gradient norm ‖∂L/∂W‖ (log scale)")
-    ax.set_title("Gradient norm per layer at the start, middle and end of training"
-                 + title_suffix)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
+
+
+def similarity(record: GradFlowRecord, out_path: Path, title_suffix: str = "",
+               predicted: dict[str, float] | None = None) -> Path:
+    """Mean pairwise cosine of the examples' pre-activations against depth: climbing to 1 is
+    input collapse (every example mapped to one direction), beside the correlation map's c_l."""
+    fig = _figure(8.0, 4.6)
+    ax = fig.add_subplot()
+    _profile_panel(ax, record, "pre_cosine", predicted, log=False)
+    ax.set_ylim(min(-0.05, float(np.nanmin(record.stat("pre_cosine"), initial=0))), 1.05)
+    ax.set_ylabel("mean pairwise cosine of pre-activations")
+    ax.set_title("How alike the examples' representations are, per layer" + title_suffix)
     return _save(fig, out_path)
 
 
@@ -310,13 +338,15 @@ def dead_saturated(record: GradFlowRecord, out_path: Path, title_suffix: str = "
     return _save(fig, out_path)
 
 
-def draw_all(run_dir: Path, predicted: dict[str, float] | None = None,
+def draw_all(run_dir: Path, predicted: Predicted | None = None,
              title_suffix: str = "") -> list[Path]:
     """Every figure into ``<run_dir>/gradflow/figures/``; activations only if histograms exist."""
     record = load_gradflow(run_dir)
     out = Path(run_dir) / "gradflow" / "figures"
     paths = [heatmap(record, out / "heatmap.png", title_suffix),
-             profile(record, out / "profile.png", title_suffix, predicted=predicted)]
+             profile(record, out / "profile.png", title_suffix, predicted=predicted),
+             similarity(record, out / "similarity.png", title_suffix,
+                        (predicted or {}).get("pre_cosine"))]
     if record.hist is not None and record.hist.act_counts.sum() > 0:  # a net without hidden
         paths.append(activations(record, out / "activations.png", title_suffix))  # layers has none
     paths.append(dead_saturated(record, out / "dead_saturated.png", title_suffix))

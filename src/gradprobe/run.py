@@ -21,12 +21,13 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanSquaredError, R2Score
 
-from gradprobe import interrupt, record, resume, theory, trusted
+from gradprobe import interrupt, record, remedies, resume, theory, trusted
 from gradprobe.checkpoints import AtomicCheckpointIO, checkpoint_callbacks, newest_intact
 from gradprobe.data import InMemoryDataModule, Splits, check_splits, first_line
 from gradprobe.init import implied_variances, initialize
 from gradprobe.instruments import GradientFlow, guard
 from gradprobe.instruments.jacobian import JacobianSpectrum
+from gradprobe.instruments.stats import pairwise_cosine
 from gradprobe.module import GradprobeModule
 from gradprobe.nets import DepthNet
 from gradprobe.schema import ConfigError, DataError
@@ -130,7 +131,8 @@ def publish_theory(loggers: list, prediction: dict[str, Any]) -> None:
     if not prediction.get("applies"):
         return
     keys = ("phase", "chi1_star", "q_star", "depth_scale", "first_last_backprop_ratio",
-            "measured_first_last_backprop_ratio", "sigma_w2", "sigma_b2")
+            "measured_first_last_backprop_ratio", "sigma_w2", "sigma_b2", "c_star",
+            "correlation_depth_scale")
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update({f"theory/{k}": prediction[k] for k in keys
@@ -146,16 +148,21 @@ def close_loggers(loggers: list, status: str) -> None:
 
 
 def build_monitor(cfg: DictConfig, choices: dict[str, str], run_dir: Path,
+                  prediction: dict[str, Any] | None = None,
                   resuming: bool = False) -> GradientFlow | None:
-    """The ``monitor`` group's instruments, told the run's choices to phrase their remedies."""
+    """The ``monitor`` group's instruments, told the run's choices and its mean-field inputs
+    to check their remedies, and the predicted profile to draw beside the measured one."""
     settings = OmegaConf.to_container(cfg.monitor, resolve=True)
     settings.pop("jacobian_examples", None)  # its own callback, JacobianSpectrum
     if not settings.pop("enabled"):
         return None
-    context = dict(choices) | {"lr": cfg.optimizer.get("lr"),
-                               "gradient_clip_val": cfg.trainer.get("gradient_clip_val")}
-    return GradientFlow(**settings, out_dir=run_dir / "gradflow", context=context,
-                        resume=resuming)
+    prediction = prediction or {}
+    context = dict(choices) | remedies.context_of(cfg, choices, prediction) | {
+        "lr": cfg.optimizer.get("lr"), "gradient_clip_val": cfg.trainer.get("gradient_clip_val")}
+    monitor = GradientFlow(**settings, out_dir=run_dir / "gradflow", context=context,
+                           resume=resuming)
+    monitor.prediction = prediction
+    return monitor
 
 
 def build_callbacks(run_dir: Path, interactive: bool, monitor: GradientFlow | None,
@@ -167,17 +174,24 @@ def build_callbacks(run_dir: Path, interactive: bool, monitor: GradientFlow | No
     return [*checkpoint_callbacks(run_dir / "checkpoints", validating), *instruments, *extras]
 
 
+INPUT_PROBE = 1024  # examples whose mean square and pairwise cosine feed the prediction
+
+
 def predict_init(cfg: DictConfig, choices: dict[str, str], net: DepthNet,
                  splits: Splits) -> dict[str, Any]:
-    """The mean-field prediction for this run: from the variances its init actually drew and
-    the training inputs' mean square, next to which the init probe's measurement is put."""
+    """The mean-field prediction for this run: from the variances its init actually drew, the
+    training inputs' mean square and mean pairwise cosine (on the first ``INPUT_PROBE``
+    examples), next to which the init probe's measurement is put."""
     implied = implied_variances(net)
-    q_input = float(splits.train[0].float().pow(2).mean())
+    inputs = splits.train[0][:INPUT_PROBE].float()
+    q_input = float(inputs.pow(2).mean())
+    c_input = float(pairwise_cosine(inputs[None]))
     in_features = math.prod(splits.input_shape)
     prediction = theory.for_config(cfg, choices, implied["sigma_w2"], implied["sigma_b2"],
-                                   q_input, in_features)
+                                   q_input, in_features, c_input=c_input)
     return prediction | {"implied_sigma_w2": implied["sigma_w2"],
-                         "implied_sigma_b2": implied["sigma_b2"]}
+                         "implied_sigma_b2": implied["sigma_b2"], "q_input": q_input,
+                         "c_input": c_input}
 
 
 def place_job(cfg: DictConfig, job: dict[str, Any]) -> None:
@@ -251,9 +265,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, splits: Splits, info: dict[str,
     module = build_module(cfg, splits.input_shape, splits.num_outputs, chunk, cfg.engine.compile)
     prediction = predict_init(cfg, choices, module.net, splits)
     loggers = build_loggers(cfg, run_dir, choices, overrides, group, info.get("wandb_id"))
-    monitor = build_monitor(cfg, choices, run_dir, resuming=resumed is not None)
-    if monitor and prediction.get("applies"):
-        monitor.predicted_profile = prediction["relative_weight_gradients"]
+    monitor = build_monitor(cfg, choices, run_dir, prediction, resuming=resumed is not None)
     examples = cfg.monitor.get("jacobian_examples", 0) if cfg.monitor.enabled else 0
     jacobian = JacobianSpectrum(examples, run_dir / "gradflow") if examples else None
     callbacks = build_callbacks(run_dir, interactive, monitor, jacobian,

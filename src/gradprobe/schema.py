@@ -187,6 +187,8 @@ RULES: tuple[Rule, ...] = (
     Rule("monitor.thresholds.exploding_ratio", "a number > 1", number(1, low_open=True)),
     Rule("monitor.thresholds.dead_frac", "a number in [0, 1)", number(0, 1)),
     Rule("monitor.thresholds.saturated_frac", "a number in [0, 1)", number(0, 1)),
+    Rule("monitor.thresholds.collapsed_cosine", "a number in (0, 1)",
+         number(0, 1, low_open=True)),
     Rule("engine.steps_per_call", "an integer >= 1", integer(1)),
     Rule("engine.compile", "'none' or 'graph'", one_of("none", "graph")),
     Rule("divergence.loss_factor", "a number > 1", number(1, low_open=True)),

@@ -1,11 +1,25 @@
-"""A plain-words verdict on one sampled step, with the remedies that apply to this run's config.
+"""A plain-words verdict on one sampled step, with remedies checked for this run's config.
 
-Verdicts: ``diverged``, ``vanishing``, ``exploding``, ``dead units``, ``saturated``, else
-``healthy``. The defaults of ``THRESHOLDS`` are justified in the README ("Diagnosis").
-``diverged`` is never inferred from a row: it is the divergence guard's finding
-(:mod:`gradprobe.instruments.guard`, the rule that also sets the run's status), passed in. A
-first/last ratio that is not a number (0/0: no gradient reaches the hidden layers, as in an
-all-dead network) gives no vanishing/exploding verdict; the dead-unit share says what happened.
+Verdicts: ``diverged``, ``vanishing``, ``exploding``, ``collapsed``, ``dead units``,
+``saturated``, else ``healthy``; the defaults of ``THRESHOLDS`` are justified in the README
+("Diagnosis").
+
+* Vanishing and exploding are judged on the back-propagated gradient ||dL/dh|| at each block's
+  output (the profile theory predicts and the papers plot), first hidden layer over last. The
+  weight-gradient ratio ||dL/dW_1|| / ||dL/dW_L|| is reported beside it, never judged: it is
+  the product of a backward signal that shrinks toward the input and a forward one that shrinks
+  toward the output, so it can stay near 1 while dL/dh vanishes (Glorot & Bengio 2010, eq. 14).
+* Collapsed: the examples' pre-activations point the same way (mean pairwise cosine) in the
+  last hidden layer though the first still tells them apart: the correlation map's c* = 1.
+* Dead units: only for activations with a zero-gradient region (ReLU), measured on at least
+  ``stats.DEAD_PROBE`` examples, and only in layers whose input still tells the examples
+  apart: after collapse a unit off for one example is off for all, which is collapse.
+* ``diverged`` is never inferred from a row: it is the divergence guard's finding
+  (:mod:`gradprobe.instruments.guard`), passed in.
+
+A ratio that is not a number (0/0: no gradient reaches even the last hidden layer) gives no
+vanishing/exploding verdict. Where dead units stop every gradient below them, the ratio is 0:
+vanishing, and the dead-unit share says why.
 """
 
 from __future__ import annotations
@@ -14,13 +28,15 @@ import math
 from typing import Any
 
 THRESHOLDS = {
-    "vanishing_ratio": 1e-2,  # first/last hidden-layer gradient norm below this: vanishing
+    "vanishing_ratio": 1e-2,  # first/last hidden-layer ||dL/dh|| below this: vanishing
     "exploding_ratio": 1e2,  # ... above this: exploding
-    "dead_frac": 0.2,  # share of hidden units that output <= 0 for the whole batch
+    "dead_frac": 0.2,  # share of ReLU units off for every example of the probe
     "saturated_frac": 0.2,  # share of hidden units pinned to a bound of sigmoid/tanh/softsign
+    "collapsed_cosine": 0.99,  # mean pairwise cosine of the last hidden layer's pre-activations
 }
-SATURATING = ("sigmoid", "tanh", "softsign")
-RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu", "mish")
+# A layer whose examples' mean pairwise cosine is below this still tells them apart: a ReLU unit
+# off for every example of such an input is dead, not an effect of collapse.
+DISTINCT_COSINE = 0.9
 
 
 def _mean(values: list[float]) -> float:
@@ -28,94 +44,107 @@ def _mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
+def _ratio(values: list[float]) -> float:
+    return values[0] / values[-1] if values[-1] else math.nan
+
+
 def diagnose(row: Any, names: list[str], thresholds: dict[str, float],
              context: dict[str, Any], diverged: dict[str, Any] | None = None) -> dict[str, Any]:
     """Verdicts for one recorded step (a ``HostRow``), each with the layers it concerns;
     ``diverged`` is the divergence guard's record (``{"step", "layer"}``) when the run diverged."""
+    from gradprobe import remedies  # (which uses this module's rules for its predictions)
+
     hidden = names[:-1] or names
-    grad = row.layers["grad_norm"][: len(hidden)]
-    ratio = row.steps["grad_first_last_ratio"]
-    dead = row.layers["act_dead_frac"][: len(hidden)]
-    saturated = row.layers["act_saturated_frac"][: len(hidden)]
-    last = grad[-1]
+    n = len(hidden)
+    backprop = row.layers["backprop_norm"][:n]
+    cosine = row.layers["pre_cosine"][:n]
+    dead = judged_dead(row.layers["act_dead_frac"][:n], cosine)
+    saturated = row.layers["act_saturated_frac"][:n]
+    ratio = _ratio(backprop)
     found: dict[str, dict[str, Any]] = {}
     if diverged:
         found["diverged"] = {"step": diverged["step"],
                              "layers": [diverged["layer"]] if diverged.get("layer") else []}
     else:  # NaN compares false: a 0/0 ratio is neither vanishing nor exploding
-        if ratio < thresholds["vanishing_ratio"]:
-            found["vanishing"] = {"layers": [n for n, g in zip(hidden, grad, strict=True)
-                                             if g < thresholds["vanishing_ratio"] * last]}
-        if ratio > thresholds["exploding_ratio"]:
-            found["exploding"] = {"layers": [n for n, g in zip(hidden, grad, strict=True)
-                                             if g > thresholds["exploding_ratio"] * last]}
+        judged = profile_problems(ratio, cosine, thresholds)
+        if "vanishing" in judged:
+            found["vanishing"] = {"layers": [name for name, g in zip(hidden, backprop, strict=True)
+                                             if g < thresholds["vanishing_ratio"] * backprop[-1]]}
+        if "exploding" in judged:
+            found["exploding"] = {"layers": [name for name, g in zip(hidden, backprop, strict=True)
+                                             if g > thresholds["exploding_ratio"] * backprop[-1]]}
+        if "collapsed" in judged:
+            limit = thresholds["collapsed_cosine"]
+            found["collapsed"] = {"cosine": cosine[-1], "first_cosine": cosine[0], "layers": [
+                name for name, c in zip(hidden, cosine, strict=True) if c >= limit]}
         for verdict, fractions, key in (("dead units", dead, "dead_frac"),
                                         ("saturated", saturated, "saturated_frac")):
             share = _mean(fractions)
             if share > thresholds[key]:
                 found[verdict] = {"share": share, "layers": [
-                    n for n, f in zip(hidden, fractions, strict=True) if f > thresholds[key]]}
+                    name for name, f in zip(hidden, fractions, strict=True)
+                    if f > thresholds[key]]}
     verdicts = list(found) or ["healthy"]
-    context = context | {"trained": row.step > 0}
-    remedies = sorted({r for v in found for r in remedies_for(v, context)})
-    backprop = row.layers["backprop_norm"][: len(hidden)]
+    offered = remedies.remedies(found, context | {"trained": row.step > 0}, thresholds)
+    weight_ratio = row.steps["grad_first_last_ratio"]
     return {"step": row.step, "verdicts": verdicts, "details": found, "first_last_ratio": ratio,
-            "backprop_first_last_ratio": backprop[0] / backprop[-1] if backprop[-1] else math.nan,
-            "dead_share": _mean(dead), "saturated_share": _mean(saturated),
-            "remedies": remedies, "text": describe(verdicts, found, ratio, remedies)}
+            "backprop_first_last_ratio": ratio, "weight_first_last_ratio": weight_ratio,
+            "last_hidden_cosine": cosine[-1], "dead_share": _mean(dead),
+            "saturated_share": _mean(saturated), "remedies": offered,
+            "text": describe(verdicts, found, ratio, weight_ratio, offered)}
 
 
-def describe(verdicts: list[str], found: dict[str, Any], ratio: float,
-             remedies: list[str]) -> str:
+def profile_problems(ratio: float, cosine: list[float], thresholds: dict[str, float]) -> set[str]:
+    """The verdicts read off the two depth profiles, measured or predicted alike: the first/last
+    hidden-layer dL/dh ratio, and the pre-activation cosine of the first and last hidden layer
+    (collapsed: the first still tells the examples apart, the last does not). NaN: no verdict."""
+    found = set()
+    if ratio < thresholds["vanishing_ratio"]:
+        found.add("vanishing")
+    if ratio > thresholds["exploding_ratio"]:
+        found.add("exploding")
+    if cosine[0] < DISTINCT_COSINE and cosine[-1] >= thresholds["collapsed_cosine"]:
+        found.add("collapsed")
+    return found
+
+
+def judged_dead(dead: list[float], cosine: list[float]) -> list[float]:
+    """The dead fractions of the layers whose input still tells the examples apart (the first
+    layer's input is the data); NaN elsewhere, where being off for all examples is collapse."""
+    return [f if j == 0 or not cosine[j - 1] >= DISTINCT_COSINE else math.nan
+            for j, f in enumerate(dead)]
+
+
+def describe(verdicts: list[str], found: dict[str, Any], ratio: float, weight_ratio: float,
+             offered: list[dict[str, Any]]) -> str:
+    ratios = f"first/last hidden-layer dL/dh ratio {ratio:.2e}, dL/dW {weight_ratio:.2e}"
     parts = []
     for verdict in verdicts:
         detail = found.get(verdict, {})
         layers = detail.get("layers", [])
         where = f" in {_span(layers)}" if layers else ""
         if verdict in ("vanishing", "exploding"):
-            parts.append(f"{verdict} gradients (first/last hidden-layer ratio {ratio:.2e}){where}")
+            parts.append(f"{verdict} gradients ({ratios}){where}")
         elif verdict in ("dead units", "saturated"):
             parts.append(f"{verdict}: {detail['share']:.0%} of hidden units{where}")
+        elif verdict == "collapsed":
+            parts.append(f"collapsed inputs: mean pairwise cosine {detail['first_cosine']:.2f} "
+                         f"in the first hidden layer, {detail['cosine']:.2f} in the last"
+                         f"{where}")
         elif verdict == "diverged":
             parts.append(f"diverged at step {detail['step']}{where}")
         else:
-            parts.append(f"healthy (first/last hidden-layer gradient ratio {ratio:.2e})")
+            parts.append(f"healthy ({ratios})")
     text = "; ".join(parts)
-    return f"{text}. Try: {'; '.join(remedies)}" if remedies else text
+    checked = [f"{r['overrides']} ({r['why']})" for r in offered if r["basis"] == "theory"]
+    thumbs = [f"{r['overrides']} ({r['why']})" for r in offered if r["basis"] != "theory"]
+    if checked:
+        text += f". Try (mean-field theory predicts these fix it): {'; '.join(checked)}"
+    if thumbs:
+        text += f". Rules of thumb (not checked): {'; '.join(thumbs)}"
+    return text
 
 
 def _span(layers: list[str]) -> str:
     return ", ".join(layers) if len(layers) <= 3 else f"{layers[0]} .. {layers[-1]} " \
         f"({len(layers)} layers)"
-
-
-def remedies_for(verdict: str, ctx: dict[str, Any]) -> list[str]:
-    """The standard remedies for a verdict, leaving out what this run already does."""
-    act, init, norm = ctx.get("activation"), ctx.get("init"), ctx.get("norm")
-    model, optimizer, lr = ctx.get("model"), ctx.get("optimizer"), ctx.get("lr")
-    fitting_init = ("init=kaiming_normal" if act in RELU_FAMILY or act is None
-                    else "init=xavier_normal")
-    out: list[str] = []
-    if verdict in ("vanishing", "saturated", "exploding") and init in ("normal", "default", None):
-        out.append(f"{fitting_init} (weights scaled to the fan-in of each layer)")
-    if verdict in ("vanishing", "saturated") and act in SATURATING:
-        out.append("activation=relu, leaky_relu or elu (no saturating bound)")
-    if verdict in ("vanishing", "saturated", "exploding", "diverged") and norm in ("none", None):
-        out.append("norm=batch or norm=layer (keeps pre-activations in range)")
-    if verdict == "vanishing" and model == "mlp":
-        out.append("model=resmlp (residual connections carry the gradient past each block)")
-    if verdict == "vanishing" and optimizer == "sgd":
-        out.append("optimizer=adam (per-parameter step sizes compensate small gradients)")
-    if verdict in ("exploding", "diverged"):
-        if lr:
-            out.append(f"a smaller learning rate, optimizer.lr={lr / 10:g}")
-        if not ctx.get("gradient_clip_val"):
-            out.append("gradient clipping, trainer.gradient_clip_val=1.0")
-    if verdict == "dead units":
-        if act in ("relu", None):
-            out.append("activation=leaky_relu, prelu or elu (a gradient below zero)")
-        if lr and ctx.get("trained"):  # units that died during training: too large steps
-            out.append(f"a smaller learning rate, optimizer.lr={lr / 10:g}")
-        if init in ("normal", "default", None):
-            out.append("init=kaiming_normal")
-    return out

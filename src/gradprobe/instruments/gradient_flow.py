@@ -43,6 +43,7 @@ from gradprobe.instruments.stats import (
     GRAD_BINS,
     activation_stats,
     bounds_of,
+    dies_of,
     log10_abs,
 )
 from gradprobe.nets import Layer
@@ -85,8 +86,9 @@ class GradientFlow(Callback):
         self.layers, self.out_dir, self.context = layers, out_dir, dict(context or {})
         self.figures = figures
         self.report: dict[str, Any] = {}
-        # hidden layers' predicted weight-gradient norms relative to the last (gradprobe.theory)
-        self.predicted_profile: list[float] | None = None
+        # this run's mean-field prediction (gradprobe.theory.for_config), drawn beside the
+        # measured profiles
+        self.prediction: dict[str, Any] | None = None
         self.diverged: dict[str, Any] | None = None
         self._row: Row | None = None
         self._weights_before: list[Tensor] | None = None
@@ -304,21 +306,27 @@ class GradientFlow(Callback):
 
             try:  # a figure that cannot be drawn must not fail the run that measured it
                 self.report["figures"] = [str(p) for p in draw_all(out_dir.parent,
-                                                                   self._predicted_norms())]
+                                                                   self._predicted())]
             except Exception:
                 log.exception("the gradient-flow figures could not be drawn")
         for logger in loggers:
             publish(logger, self.report)
 
 
-    def _predicted_norms(self) -> dict[str, float] | None:
-        """The prediction anchored at the last hidden layer's measured norm at init."""
+    def _predicted(self) -> dict[str, dict[str, float]] | None:
+        """The mean-field profiles per layer: the gradient norms anchored at the last hidden
+        layer's measured value at init, the pre-activation cosines as predicted."""
         init = self.recorder.history[0] if self.recorder.history else None
-        if self.predicted_profile is None or init is None or init.step != 0:
+        p = self.prediction
+        if not p or not p.get("applies") or init is None or init.step != 0:
             return None
-        anchor = init.layers["grad_norm"][len(self.predicted_profile) - 1]
-        return {name: anchor * r for name, r in zip(self.names, self.predicted_profile,
-                                                    strict=False)}
+        last = len(p["chi1_layers"]) - 1
+        downstream = [math.prod(p["chi1_layers"][k + 1:]) ** 0.5 for k in range(last + 1)]
+        out = {"grad_norm": (init.layers["grad_norm"][last], p["relative_weight_gradients"]),
+               "backprop_norm": (init.layers["backprop_norm"][last], downstream),
+               "pre_cosine": (1.0, p.get("c_layers") or [])}
+        return {stat: {name: anchor * r for name, r in zip(self.names, profile, strict=False)}
+                for stat, (anchor, profile) in out.items()}
 
 
 def watch_layers(layers: list[Layer], backprop: list[Tensor | None],
@@ -361,13 +369,15 @@ def record_activations(row: Row, layers: list[Layer],
     for j, item in enumerate(seen):
         if item is not None:
             pre, out = item
-            key = (pre.shape, None if out is None else out.shape, bounds_of(layers[j].activation))
+            activation = layers[j].activation
+            key = (pre.shape, None if out is None else out.shape, bounds_of(activation),
+                   dies_of(activation))
             groups.setdefault(key, []).append(j)
     first, last = _L[ACTIVATION_STATS[0]], _L[ACTIVATION_STATS[-1]]
-    for (_, has_out, bounds), index in groups.items():
+    for (_, has_out, bounds, dies), index in groups.items():
         pre = torch.stack([seen[j][0] for j in index])
         out = torch.stack([seen[j][1] for j in index]) if has_out is not None else None
-        row.layers[first:last + 1, index] = activation_stats(pre, out, bounds, margin)
+        row.layers[first:last + 1, index] = activation_stats(pre, out, bounds, margin, dies)
     if row.act_hist is not None:
         index = [j for j, item in enumerate(seen) if item is not None and item[1] is not None]
         if index:
@@ -455,6 +465,7 @@ def publish(logger: Any, report: dict[str, Any]) -> None:
         if moment in report:
             summary[f"diagnosis/{moment}"] = ", ".join(report[moment]["verdicts"])
             summary[f"diagnosis/{moment}_text"] = report[moment]["text"]
-            summary[f"grad/first_last_ratio_{moment}"] = report[moment]["first_last_ratio"]
+            summary[f"backprop/first_last_ratio_{moment}"] = report[moment]["first_last_ratio"]
+            summary[f"grad/first_last_ratio_{moment}"] = report[moment]["weight_first_last_ratio"]
     for path in report.get("figures", []):
         logger.log_image(key=f"figures/{Path(path).stem}", images=[path])

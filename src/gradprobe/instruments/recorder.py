@@ -74,7 +74,7 @@ class Recorder:
             for r in csv.DictReader(f):
                 row = rows[int(r["step"])]
                 for stat in LAYER_STATS:
-                    row.layers[stat].append(_number(r[stat]))
+                    row.layers[stat].append(_number(r.get(stat) or ""))
         self.history = [rows[step] for step in sorted(rows)]
         hist_file = self.out_dir / "histograms.npz"
         if hist_file.exists():

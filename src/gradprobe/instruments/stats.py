@@ -1,8 +1,12 @@
 """Per-layer statistics computed on the device, as tensors: nothing here moves data to the host.
 
-Units are features of a (N, C) output and channels of a (N, C, ...) one; a unit is *dead* when
-its output is <= 0 for every example (and position) of the batch, *saturated* when every output
-lies within ``margin`` of one of its activation's bounds.
+Units are features of a (N, C) output and channels of a (N, C, ...) one. A unit of an activation
+with a zero-gradient region (ReLU: ``dies_of``) is *dead* when its output is <= 0 for every
+example (and position) of a probe of at least ``DEAD_PROBE`` examples; other activations have no
+dead units (NaN). A unit is *saturated* when every output lies within ``margin`` of one of its
+activation's bounds. ``pre_cosine`` is the mean pairwise cosine similarity of the examples'
+pre-activation vectors: the measured counterpart of the mean-field correlation map's c_l
+(``gradprobe.theory``), near 1 when every example is mapped to one direction (input collapse).
 """
 
 from __future__ import annotations
@@ -11,8 +15,17 @@ import torch
 from torch import Tensor, nn
 
 ACTIVATION_STATS = ("act_mean", "act_std", "act_zero_frac", "act_neg_frac", "act_dead_frac",
-                    "act_saturated_frac", "pre_mean", "pre_std")
+                    "act_saturated_frac", "pre_mean", "pre_std", "pre_cosine")
 NAN = float("nan")
+# Below this many examples "off for every example" means little: a unit of independent inputs
+# is off for all 32 with probability 2^-32.
+DEAD_PROBE = 32
+
+
+def dies_of(activation: nn.Module | None) -> bool:
+    """Whether an activation has a region of exactly zero gradient in which units can die
+    (ReLU and ReLU6; leaky/PReLU, ELU, SELU, GELU, SiLU, Mish and the smooth ones do not)."""
+    return isinstance(activation, (nn.ReLU, nn.ReLU6))
 
 
 def bounds_of(activation: nn.Module | None) -> tuple[float, float] | None:
@@ -34,23 +47,42 @@ def mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, norm / max(x.shape[1] - 1, 1) ** 0.5
 
 
+def pairwise_cosine(x: Tensor) -> Tensor:
+    """Mean cosine similarity over all pairs of examples, per group: x is (groups, examples,
+    ...). With unit vectors u_i, sum_{i != j} u_i.u_j = |sum_i u_i|^2 - n, so this costs one
+    pass over the data, no n x n Gram matrix. An all-zero example counts as orthogonal."""
+    flat = x.detach().float().flatten(2)
+    n = flat.shape[1]
+    if n < 2:
+        return torch.full(flat.shape[:1], NAN, device=x.device)
+    unit = flat / torch.linalg.vector_norm(flat, dim=2, keepdim=True).clamp_min(1e-30)
+    nonzero = (unit.abs().amax(dim=2) > 0).float().sum(dim=1)
+    total = unit.sum(dim=1).pow(2).sum(dim=1)
+    return (total - nonzero) / (n * (n - 1))
+
+
 def activation_stats(pre: Tensor, out: Tensor | None, bounds: tuple[float, float] | None,
-                     margin: float) -> Tensor:
+                     margin: float, dies: bool = False) -> Tensor:
     """The ``ACTIVATION_STATS`` (rows) of a group of layers with the same shapes and bounds,
     stacked along a first dimension (columns; NaN where not applicable). The group's
     reductions are single kernels, so a sampled step costs a few dozen of them whatever the
     depth; sign() gives the zero and negative fractions (mean|s| = P(x != 0),
-    mean s = P(x > 0) - P(x < 0)). Units are dimension 2 (features or channels)."""
+    mean s = P(x > 0) - P(x < 0)). Units are dimension 2 (features or channels); ``dies``:
+    the activation has a zero-gradient region (:func:`dies_of`)."""
     pre_mean, pre_std = mean_std(pre.detach().float().flatten(1))
+    cosine = pairwise_cosine(pre)
     nan = torch.full_like(pre_mean, NAN)
     if out is None:
-        return torch.stack([nan, nan, nan, nan, nan, nan, pre_mean, pre_std])
+        return torch.stack([nan, nan, nan, nan, nan, nan, pre_mean, pre_std, cosine])
     out = out.detach().float()
     mean, std = mean_std(out.flatten(1))
     sign = torch.sign(out.flatten(1))
     nonzero, balance = sign.abs().mean(dim=1), sign.mean(dim=1)
     dims = [d for d in range(1, out.dim()) if d != 2]  # per unit: all but group and unit dims
-    dead = (out.amax(dim=dims) <= 0).float().flatten(1).mean(dim=1)
+    if dies and out.shape[1] >= DEAD_PROBE:
+        dead = (out.amax(dim=dims) <= 0).float().flatten(1).mean(dim=1)
+    else:
+        dead = nan
     if bounds is None:
         saturated = nan
     else:  # all outputs of a unit within margin of a bound <=> its largest distance is
@@ -58,7 +90,7 @@ def activation_stats(pre: Tensor, out: Tensor | None, bounds: tuple[float, float
         distance = torch.minimum(out - low, high - out).amax(dim=dims)
         saturated = (distance < margin).float().flatten(1).mean(dim=1)
     return torch.stack([mean, std, 1 - nonzero, (nonzero - balance) / 2, dead, saturated,
-                        pre_mean, pre_std])
+                        pre_mean, pre_std, cosine])
 
 
 class Bins:
