@@ -9,8 +9,8 @@ and logged through Lightning's CSV logger.
 from __future__ import annotations
 
 import copy
-import itertools
 import csv
+import itertools
 import math
 import statistics
 from functools import partial
