@@ -304,3 +304,21 @@ def test_histogram_bins_keep_infinities_and_drop_nans() -> None:
     both = bins.counts_per_tensor([values, values[4:]])
     assert both.shape == (2, 64) and both[0].tolist() == counts.tolist()
     assert both[1].tolist() == bins.counts(values[4:]).tolist()
+
+
+def test_pairwise_cosine_matches_every_pair_by_brute_force() -> None:
+    """(groups, examples, channels, length) like a conv layer; an all-zero example counts as
+    orthogonal to every other; one example has no pairs (NaN)."""
+    from gradprobe.instruments.stats import pairwise_cosine
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 4, 5) + torch.tensor([0.0, 1.0, 5.0])[:, None, None, None]
+    x[1, 2] = 0.0
+    measured = pairwise_cosine(x)
+    for g in range(3):
+        vectors = [v.flatten().double() for v in x[g]]
+        pairs = [float(a @ b / (a.norm() * b.norm())) if a.norm() * b.norm() > 0 else 0.0
+                 for a, b in itertools.combinations(vectors, 2)]
+        assert float(measured[g]) == pytest.approx(statistics.fmean(pairs), abs=1e-6)
+    assert float(measured[2]) > 0.9  # a large common offset: the examples alike
+    assert math.isnan(float(pairwise_cosine(x[:, :1])[0]))

@@ -49,16 +49,18 @@ def mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def pairwise_cosine(x: Tensor) -> Tensor:
     """Mean cosine similarity over all pairs of examples, per group: x is (groups, examples,
-    ...). With unit vectors u_i, sum_{i != j} u_i.u_j = |sum_i u_i|^2 - n, so this costs one
-    pass over the data, no n x n Gram matrix. An all-zero example counts as orthogonal."""
+    ...). With unit vectors u_i, sum_{i != j} u_i.u_j = |sum_i u_i|^2 - n, and sum_i u_i is one
+    matrix product of the norms' inverses with x: two passes over the data, no n x n Gram
+    matrix, no normalised copy. An all-zero example counts as orthogonal to every other."""
     flat = x.detach().float().flatten(2)
     n = flat.shape[1]
     if n < 2:
         return torch.full(flat.shape[:1], NAN, device=x.device)
-    unit = flat / torch.linalg.vector_norm(flat, dim=2, keepdim=True).clamp_min(1e-30)
-    nonzero = (unit.abs().amax(dim=2) > 0).float().sum(dim=1)
-    total = unit.sum(dim=1).pow(2).sum(dim=1)
-    return (total - nonzero) / (n * (n - 1))
+    norms = torch.linalg.vector_norm(flat, dim=2)
+    alive = norms > 0
+    inverse = alive / norms.clamp_min(1e-30)
+    total = torch.bmm(inverse[:, None, :], flat).squeeze(1).pow(2).sum(dim=1)
+    return (total - alive.sum(dim=1)) / (n * (n - 1))
 
 
 def activation_stats(pre: Tensor, out: Tensor | None, bounds: tuple[float, float] | None,
