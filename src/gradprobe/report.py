@@ -36,6 +36,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from gradprobe import trainability
+
 log = logging.getLogger("gradprobe")
 
 DEFAULT_AXES = ("model.depth", "activation")
@@ -53,9 +55,11 @@ NUMERIC_EXTRA = (*RATIOS, "final_dead_share", "final_saturated_share", "wall_tim
 STATUS_ORDER = ("completed", "diverged", "failed", "interrupted", "running")
 OK = ("completed", "diverged")
 CAPTIONS = {"heatmap_val_acc.png": "Final validation metric by {x} and {y}",
-            "heatmap_grad_ratio.png": "First/last gradient ratio at init by {x} and {y}",
+            "heatmap_grad_ratio.png": "First/last dL/dh ratio at init by {x} and {y}",
             "grad_profile_init.png": "Gradient norm per layer at init, per {y}",
-            "training_curves.png": "Validation loss per epoch, per configuration"}
+            "training_curves.png": "Validation loss per epoch, per configuration",
+            trainability.FIGURE: "Test accuracy by init.sigma_w2 and model.depth, with the "
+                                 "mean-field trainable depth 6 xi_c (Schoenholz et al. 2017)"}
 Row = dict[str, Any]
 
 
@@ -493,12 +497,13 @@ def heatmap_metric(rows: list[Row], axes: tuple[str, str], metric: str | None,
 
 
 def heatmap_grad_ratio(rows: list[Row], axes: tuple[str, str], path: Path) -> Path:
-    """log10 of the first/last gradient ratio at init: where gradients vanish or explode."""
+    """log10 of the first/last back-propagated gradient (dL/dh) ratio at init, the ratio the
+    verdicts judge: where gradients vanish or explode."""
     cells = _grid(rows, axes, lambda r: _log_mean([r.get("init_first_last_ratio")]),
                   "init_first_last_ratio")
-    title = ("First/last hidden-layer gradient ratio at init\n"
+    title = ("First/last hidden-layer ‖∂L/∂h‖ ratio at init\n"
              "geometric mean; blue = vanishing, red = exploding")
-    return _heatmap(cells, axes, title, "log10 first/last gradient ratio at init", path, True,
+    return _heatmap(cells, axes, title, "log10 first/last ‖∂L/∂h‖ ratio at init", path, True,
                     lambda v: f"{10 ** v:.1e}")
 
 
@@ -699,7 +704,7 @@ def _table(agg: list[Row], labels: Labels, metric: str | None) -> Block:
     header += ["n_runs", "completed"]
     if metric:
         header.append(f"{metric} (mean ± std)")
-    header += ["init first/last ratio", "final first/last ratio", "final diagnosis"]
+    header += ["init first/last ∂L/∂h ratio", "final first/last ∂L/∂h ratio", "final diagnosis"]
     spec = ".3f" if metric and metric.endswith("acc") else ".4g"
     body = []
     for a in agg:
@@ -854,7 +859,18 @@ def _figures(rows: list[Row], root: Path, axes: tuple[str, str], config_columns:
           lambda: training_curves(rows, root, config_columns, labels,
                                   folder / "training_curves.png"),
           figures, skipped)
+    if trainability.applies(rows):  # a sigma_w2 x depth sweep with init=meanfield
+        _draw(trainability.FIGURE, lambda: trainable_depth(rows, root, folder), figures, skipped)
     return figures, skipped
+
+
+def trainable_depth(rows: list[Row], root: Path, folder: Path) -> Path:
+    """Schoenholz et al.'s trainable-depth figure (:mod:`gradprobe.trainability`)."""
+    try:
+        sweep = trainability.read_sweep(root / row["run_dir"] for row in rows)
+    except ValueError as e:
+        raise NoData(str(e)) from None
+    return trainability.draw(sweep, folder / trainability.FIGURE)
 
 
 def build_report(directory: Path, axes: tuple[str, str] = DEFAULT_AXES,
