@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import DATA_DIR, FAST, REPO, compose_config, run_job
 from gradprobe import ensemble
@@ -78,12 +79,22 @@ def test_an_ensemble_member_equals_the_job_run_alone(tmp_path) -> None:
     assert load_module(members[3] / "checkpoints" / "last.ckpt").net is not None
 
 
-def test_a_diverging_member_does_not_stop_the_others(tmp_path) -> None:
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_diverging_member_does_not_stop_the_others(tmp_path, keep_threads) -> None:
+    """... and the ensemble trains on the ``threads`` it is given (not every core)."""
     members = []
     for i, lr in enumerate([0.01, 1e6]):
-        cfg, choices = compose_config([*FAST, *COMMON, "optimizer=sgd", f"optimizer.lr={lr}"])
+        cfg, choices = compose_config([*FAST, *COMMON, "optimizer=sgd", f"optimizer.lr={lr}",
+                                       "threads=1"])
         members.append(ensemble.Member(cfg, tmp_path / str(i), choices, [f"optimizer.lr={lr}"]))
     fine, diverged = ensemble.train(members)
+    assert fine["threads"] == diverged["threads"] == 1
     assert fine["status"] == "completed" and "test/acc" in fine["metrics"]
     assert diverged["status"] == "diverged" and "test/acc" not in diverged["metrics"]
     assert diverged["diverged"]["step"] < fine["steps"] and diverged["steps"] < fine["steps"]

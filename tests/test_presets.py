@@ -37,7 +37,13 @@ def acc(job: dict) -> float:
 
 
 def test_he2015_xavier_stalls_kaiming_trains_at_depth_30(tmp_path) -> None:
-    jobs = preset(tmp_path, "he2015_depth30", "model.width=64", "trainer.max_epochs=15")
+    """The reduced size, pinned (the preset itself is MNIST-1D, depth 40, 3000 steps, seeds
+    0-2): digits, depth 30, width 64, 15 epochs of batch 64, seed 0, where the short budget
+    keeps Xavier on its plateau. tests/test_he2015.py checks gradprobe against a plain-PyTorch
+    reference of the same experiment."""
+    jobs = preset(tmp_path, "he2015_depth30", "model.depth=30", "model.width=64",
+                  "data.batch_size=64", "trainer.max_steps=-1", "trainer.max_epochs=15",
+                  "seed=0")
     xavier, kaiming = pick(jobs, init="xavier_normal"), pick(jobs, init="kaiming_normal")
     assert acc(xavier) <= 0.15 and acc(kaiming) >= 0.5, (acc(xavier), acc(kaiming))
 
@@ -121,3 +127,70 @@ def test_mnist1d_baselines_order_linear_mlp_cnn(tmp_path) -> None:
     jobs = preset(tmp_path, "mnist1d_baselines", "data=mnist1d", "trainer.max_steps=600")
     linear, mlp, cnn = (acc(pick(jobs, model=m)) for m in ("linear", "mlp", "cnn1d"))
     assert linear <= 0.4 and mlp >= 0.5 and cnn >= 0.8 and linear < mlp < cnn, (linear, mlp, cnn)
+
+
+# --------------------------------------------------------------- Schoenholz et al. 2017
+
+
+def fabricated_depth_sweep(folder, accs: dict) -> None:
+    """Run directories of a tanh, sigma_b2 = 0.05 sweep; accuracy None: the run diverged."""
+    for k, ((sigma_w2, depth), test_acc) in enumerate(accs.items()):
+        run = folder / str(k)
+        run.mkdir(parents=True)
+        summary = {"run_dir": str(run), "seed": 0,
+                   "status": "diverged" if test_acc is None else "completed",
+                   "choices": {"model": "mlp", "norm": "none", "activation": "tanh",
+                               "init": "meanfield", "data": "mnist1d"},
+                   "overrides": [f"init.sigma_w2={sigma_w2}", f"model.depth={depth}"],
+                   "metrics": {} if test_acc is None else {"test/acc": test_acc,
+                                                          "val/acc": test_acc}}
+        (run / "summary.json").write_text(json.dumps(summary))
+        (run / "config_resolved.yaml").write_text(
+            f"init:\n  sigma_w2: {sigma_w2}\n  sigma_b2: 0.05\nmodel:\n  depth: {depth}\n"
+            "  width: 64\nactivation:\n  _target_: torch.nn.Tanh\n  _partial_: true\n")
+
+
+def test_trainable_depth_score_and_figure_from_fabricated_runs(tmp_path) -> None:
+    """6 xi_c is 7 layers at sigma_w2 = 0.5, about 30000 at 1.76 (critical), 33 at 6: at depth
+    4 every cell should train, at depth 64 only the critical one. One cell is made to disagree
+    (0.5 at depth 4 stays at chance); a diverged run counts as not training."""
+    from gradprobe import trainability
+    from gradprobe.report import build_report
+
+    fabricated_depth_sweep(tmp_path, {(0.5, 4): 0.12, (1.76, 4): 0.55, (6.0, 4): 0.40,
+                                      (0.5, 64): 0.10, (1.76, 64): 0.50, (6.0, 64): None})
+    sweep = trainability.read_sweep(sorted(tmp_path.iterdir()))
+    assert (sweep.activation, sweep.sigma_b2, sweep.depths) == ("tanh", 0.05, [4, 64])
+    assert 6 < sweep.trainable_depth(0.5) < 8 and 30 < sweep.trainable_depth(6.0) < 35
+    assert abs(sweep.critical_sigma_w2() - 1.761) < 1e-3
+    score = trainability.agreement(sweep)
+    assert (score.matches, score.cells) == (5, 6) and abs(score.share - 5 / 6) < 1e-12
+    assert [(c.sigma_w2, c.depth) for c in score.wrong] == [(0.5, 4)]
+    assert trainability.agreement(sweep, threshold=0.11).matches == 6
+    assert "| 64 | 0.100 | 0.500 | div |" in trainability.table(sweep)
+    result = build_report(tmp_path)  # the sweep report draws it for such a sweep
+    figure = result["figures"][trainability.FIGURE]
+    assert figure == tmp_path / "report_figures" / trainability.FIGURE
+    assert figure.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert trainability.FIGURE not in result["skipped"]
+    rows = [dict(r, **{"init.sigma_w2": "1.0"}) for r in result["rows"]]
+    assert not trainability.applies(rows)  # one sigma_w2: not this figure
+
+
+def test_schoenholz2017_depth_scale_trains_near_critical_only_at_depth(tmp_path) -> None:
+    """Reduced size (digits, width 64, 300 steps; reproduce.py's --scale small): 6 xi_c is 12
+    layers at sigma_w2 = 0.75, 33 at 6.0 and diverges at the critical 1.76, so at depth 8 all
+    three train and at depth 48 only the near-critical one; the sweep report draws the figure."""
+    from gradprobe import trainability
+
+    jobs = preset(tmp_path, "schoenholz2017_depth_scale", "sweep.report=true", "model.width=64",
+                  "model.depth=8,48", "init.sigma_w2=0.75,1.76,6.0", "trainer.max_steps=300")
+    deep = {s: acc(pick(jobs, init__sigma_w2=s, model__depth="48"))
+            for s in ("0.75", "1.76", "6.0")}
+    assert deep["1.76"] >= 0.5 and deep["0.75"] <= 0.15 and deep["6.0"] <= 0.15, deep
+    assert all(acc(pick(jobs, init__sigma_w2=s, model__depth="8")) >= 0.5
+               for s in ("0.75", "1.76", "6.0"))
+    assert all(j["ensemble"]["members"] == 3 for j in jobs)  # one ensemble per depth
+    score = trainability.agreement(trainability.read_sweep(tmp_path / str(k) for k in range(6)))
+    assert score.share == 1.0, [(c.sigma_w2, c.depth, c.acc) for c in score.wrong]
+    assert (tmp_path / "report_figures" / trainability.FIGURE).is_file()

@@ -24,6 +24,9 @@ def test_bench_monitor_runs_and_writes_its_table(tmp_path) -> None:
 
 def test_reproduce_writes_its_table_from_the_runs(tmp_path) -> None:
     out = tmp_path / "docs" / "reproductions.md"
+    out.parent.mkdir()
+    notes = "\n## Notes\n\nWritten by hand; | a line like a row | experiment=selu2017 |\n"
+    out.write_text("# Reproductions\n\nold table\n" + notes)
     subprocess.run([sys.executable, "scripts/reproduce.py", "--scale", "small", "--preset",
                     "meanfield_check", "--out", str(out), "--work", str(tmp_path / "work")],
                    cwd=REPO, check=True, capture_output=True, timeout=600,
@@ -31,6 +34,7 @@ def test_reproduce_writes_its_table_from_the_runs(tmp_path) -> None:
     table = out.read_text()
     assert "| Schoenholz et al. 2017 |" in table and "experiment=meanfield_check" in table
     assert "| reproduced |" in table and "vs chi_1" in table
+    assert table.endswith(notes) and "old table" not in table  # the notes are kept as they are
 
 
 def test_bench_runs_every_section_and_writes_its_json(tmp_path) -> None:
@@ -42,6 +46,7 @@ def test_bench_runs_every_section_and_writes_its_json(tmp_path) -> None:
                    env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
     result = json.loads(out.read_text())
     assert set(result["steps"]) == {"plain", "default", "monitor_off", "per_step", "compiled"}
+    assert 0 < result["sample"]["pre_cosine_ms"] < result["sample"]["activation_stats_ms"]
     assert result["steps"]["plain"]["vs_plain"] == 1.0
     assert set(result["sweep"]) == {"sequential", "parallel", "vectorized"}
     assert set(result["start_s"]) == {"one_step_run_csv", "one_step_run_csv_wandb",
