@@ -113,3 +113,22 @@ def test_theory_checked_remedies_fix_what_they_claim(run, case: str) -> None:
     best = checked[0]
     fixed = at_init(run, *overrides, *best["overrides"].split(), depth=depth)
     assert not set(best["fixes"]) & set(fixed["verdicts"]), (best, fixed["text"])
+
+
+def test_outside_the_theory_every_remedy_is_a_rule_of_thumb() -> None:
+    """norm layers, residual blocks, CNNs: nothing is predicted, so nothing claims to be."""
+    from gradprobe import remedies, theory
+    from gradprobe.instruments.diagnosis import THRESHOLDS
+
+    for choices in ({"model": "resmlp", "norm": "none"}, {"model": "mlp", "norm": "layer"},
+                    {"model": "cnn1d", "norm": "none"}):
+        ctx = choices | {"activation": "sigmoid", "init": "default", "depth": 20, "width": 128,
+                         "theory_reason": theory.applies(choices)}
+        offered = remedies.remedies({"vanishing": {}, "collapsed": {}}, ctx, THRESHOLDS)
+        assert offered and all(r["basis"] == "rule of thumb" for r in offered), choices
+    inside = {"model": "mlp", "norm": "none", "activation": "sigmoid", "init": "default",
+              "depth": 20, "width": 128, "theory_reason": None}
+    checked = [r for r in remedies.remedies({"vanishing": {}}, inside, THRESHOLDS)
+               if r["basis"] == "theory"]
+    assert 1 <= len(checked) <= remedies.MOST_CHECKED
+    assert all(r["fixes"] == ["vanishing"] for r in checked)

@@ -38,8 +38,10 @@ def context_of(cfg: Any, choices: dict[str, str], prediction: dict[str, Any]) ->
 def remedies(found: dict[str, Any], ctx: dict[str, Any],
              thresholds: dict[str, float]) -> list[dict[str, Any]]:
     """The remedies for these verdicts (``found``: verdict -> detail), best first."""
-    checked = checked_remedies(set(found), ctx, thresholds) if ctx.get("depth") and \
-        ctx.get("theory_reason") is None and set(found) & set(THEORY_VERDICTS) else []
+    checked = []
+    theory_applies = ctx.get("depth") and ctx.get("theory_reason") is None
+    if theory_applies and set(found) & set(THEORY_VERDICTS):
+        checked = checked_remedies(set(found), ctx, thresholds)
     offered = {r["overrides"] for r in checked}
     thumbs = [r for verdict in found for r in rules_of_thumb(verdict, ctx)]
     unique = {r["overrides"]: r for r in thumbs if r["overrides"] not in offered}
