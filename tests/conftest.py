@@ -48,6 +48,17 @@ def run_job(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     return train(cfg, run_dir, choices, overrides)
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """A test that changes torch's thread count (a job's ``threads``, an ensemble's) must not
+    change it for the tests after it: results that depend on reduction order would."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def run(tmp_path: Path):
     """``run(*overrides, name="run")`` trains in ``tmp_path/name`` and returns the summary."""

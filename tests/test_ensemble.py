@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import DATA_DIR, FAST, REPO, compose_config, run_job
 from gradprobe import ensemble
@@ -79,14 +78,7 @@ def test_an_ensemble_member_equals_the_job_run_alone(tmp_path) -> None:
     assert load_module(members[3] / "checkpoints" / "last.ckpt").net is not None
 
 
-@pytest.fixture
-def keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_a_diverging_member_does_not_stop_the_others(tmp_path, keep_threads) -> None:
+def test_a_diverging_member_does_not_stop_the_others(tmp_path) -> None:
     """... and the ensemble trains on the ``threads`` it is given (not every core)."""
     members = []
     for i, lr in enumerate([0.01, 1e6]):

@@ -233,7 +233,6 @@ def test_measured_pre_activation_cosine_follows_the_correlation_map(
     """Width 512, depth 25, 256 inputs of cosine 0.3: the measured per-layer cosine is within
     0.1 of c_l at every layer for seeds 0-2 (over seeds 0-19 the worst layer was off by <= 0.064,
     the finite-width scatter, which shrinks as 1/sqrt(width); rms over layers <= 0.035)."""
-    torch.set_num_threads(1)
     for seed in range(3):
         measured, q_input, c_input = mlp_pre_cosines(activation, sigma_w2, sigma_b2, 25, 512,
                                                      256, 0.3, seed)

@@ -176,7 +176,7 @@ class Ensemble:
 
     def _set_up_monitor(self, member: Member) -> None:
         member.monitor = build_monitor(member.cfg, member.choices, member.run_dir,
-                                       member.prediction)
+                                       member.prediction, member.overrides)
         if member.monitor is None:
             return
         trainer = self.cfg.trainer

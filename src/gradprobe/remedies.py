@@ -7,12 +7,14 @@ and input similarity. A candidate is offered only if it is predicted to clear at
 run's ``vanishing``, ``exploding`` or ``collapsed`` verdicts and to cause none it does not have;
 the ones that clear the most come first, then those whose gradient ratio is closest to 1.
 Everything theory cannot evaluate (normalisation, residual connections, learning rate, clipping,
-leaky activations against dead units) is offered as a *rule of thumb* and labelled so.
+leaky activations against dead units) is offered as a *rule of thumb* and labelled so. Each
+remedy is the change (``overrides``) and the run's whole command with it applied (``command``).
 """
 
 from __future__ import annotations
 
 import math
+import shlex
 from functools import lru_cache
 from typing import Any
 
@@ -23,6 +25,7 @@ THEORY_VERDICTS = ("vanishing", "exploding", "collapsed")
 CRITICAL_SIGMA_B2 = 0.05  # the bias variance of the critical-line remedies (Schoenholz et al.)
 NAMED_INITS = ("kaiming_normal", "xavier_normal", "lecun_normal")
 OTHER_ACTIVATIONS = (("relu", "kaiming_normal"), ("selu", "lecun_normal"), ("tanh", None))
+SWITCHED_GROUPS = ("init", "activation")  # groups whose keys belong to one option each
 MOST_CHECKED = 3  # the best few: a list of every passing candidate reads as noise
 
 
@@ -45,7 +48,22 @@ def remedies(found: dict[str, Any], ctx: dict[str, Any],
     offered = {r["overrides"] for r in checked}
     thumbs = [r for verdict in found for r in rules_of_thumb(verdict, ctx)]
     unique = {r["overrides"]: r for r in thumbs if r["overrides"] not in offered}
-    return checked + list(unique.values())
+    return [r | {"command": command(r["overrides"], ctx.get("overrides", []))}
+            for r in checked + list(unique.values())]
+
+
+def command(change: str, run_overrides: list[str]) -> str:
+    """The run's command with the change applied, to paste whole. An override of a key the
+    change sets is replaced; when the change picks another ``init`` or ``activation`` option,
+    the run's keys inside that group go too (``init.sigma_w2=...``: the new option may not
+    have them, and Hydra would refuse the command)."""
+    changes = shlex.split(change)
+    keys = {o.split("=", 1)[0] for o in changes}
+    switched = keys & set(SWITCHED_GROUPS)
+    kept = [o for o in run_overrides
+            if (key := o.split("=", 1)[0].lstrip("+~")) not in keys
+            and key.split(".", 1)[0] not in switched]
+    return shlex.join(["python", "train.py", *kept, *changes])
 
 
 # --------------------------------------------------------------------------- checked by theory

@@ -148,17 +148,19 @@ def close_loggers(loggers: list, status: str) -> None:
 
 
 def build_monitor(cfg: DictConfig, choices: dict[str, str], run_dir: Path,
-                  prediction: dict[str, Any] | None = None,
+                  prediction: dict[str, Any] | None = None, overrides: list[str] | None = None,
                   resuming: bool = False) -> GradientFlow | None:
-    """The ``monitor`` group's instruments, told the run's choices and its mean-field inputs
-    to check their remedies, and the predicted profile to draw beside the measured one."""
+    """The ``monitor`` group's instruments, told the run's choices, overrides (to write each
+    remedy as a whole command) and mean-field inputs (to check the remedies), and the
+    predicted profile to draw beside the measured one."""
     settings = OmegaConf.to_container(cfg.monitor, resolve=True)
     settings.pop("jacobian_examples", None)  # its own callback, JacobianSpectrum
     if not settings.pop("enabled"):
         return None
     prediction = prediction or {}
     context = dict(choices) | remedies.context_of(cfg, choices, prediction) | {
-        "lr": cfg.optimizer.get("lr"), "gradient_clip_val": cfg.trainer.get("gradient_clip_val")}
+        "lr": cfg.optimizer.get("lr"), "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
+        "overrides": list(overrides or [])}
     monitor = GradientFlow(**settings, out_dir=run_dir / "gradflow", context=context,
                            resume=resuming)
     monitor.prediction = prediction
@@ -265,7 +267,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, splits: Splits, info: dict[str,
     module = build_module(cfg, splits.input_shape, splits.num_outputs, chunk, cfg.engine.compile)
     prediction = predict_init(cfg, choices, module.net, splits)
     loggers = build_loggers(cfg, run_dir, choices, overrides, group, info.get("wandb_id"))
-    monitor = build_monitor(cfg, choices, run_dir, prediction, resuming=resumed is not None)
+    monitor = build_monitor(cfg, choices, run_dir, prediction, overrides,
+                            resuming=resumed is not None)
     examples = cfg.monitor.get("jacobian_examples", 0) if cfg.monitor.enabled else 0
     jacobian = JacobianSpectrum(examples, run_dir / "gradflow") if examples else None
     callbacks = build_callbacks(run_dir, interactive, monitor, jacobian,
