@@ -50,6 +50,7 @@ from gradprobe.run import (
     build_network,
     close_loggers,
     loss_and_metrics,
+    place_job,
     predict_init,
     publish_theory,
 )
@@ -80,9 +81,7 @@ class Member:
 def train(members: list[Member]) -> list[dict[str, Any]]:
     """Train and test the members together; returns (and writes) each one's ``summary.json``."""
     started = time.time()
-    threads = members[0].cfg.get("threads")
-    if threads:  # the ensemble's share of the machine, as a solo job's (run.place_job)
-        torch.set_num_threads(int(threads))
+    place_job(members[0].cfg, {"threads": members[0].cfg.get("threads")})  # as a solo job's
     for member in members:
         member.info = record.start(member.cfg, member.run_dir, member.choices, member.overrides,
                                    hydra=member.hydra)
