@@ -4,14 +4,14 @@ Steps (one process; same network, data, optimizer and batches; mean time per opt
 after a warm-up, in ``--rounds`` interleaved rounds; reported: the fastest round and its ratio
 to the fastest plain round, and the medians for the spread):
   plain        a hand-written PyTorch loop (index-slice batches, forward, loss, backward, step)
-  default      the framework as ``python train.py`` trains: GradientFlow on, 8 steps per call
-  monitor_off  the same, monitor=off
+  default      the framework as ``python train.py`` trains: GradientFlow on, engine.steps_per_call
+  gradflow_off  the same, gradflow=off
   per_step     the default with engine.steps_per_call=1 (Lightning drives every step)
   compiled     the default with engine.compile=graph (CUDA graph; elsewhere the eager fallback)
 The framework variants log to CSV and skip validation and checkpoints (per-epoch costs, not
 per-step ones; the start-up section runs whole jobs).
 
-Sweep (``--jobs`` jobs differing only in seed, ``--sweep-steps`` steps each, monitor on, CSV
+Sweep (``--jobs`` jobs differing only in seed, ``--sweep-steps`` steps each, GradientFlow on, CSV
 logger, validation and test included; each a whole ``python train.py -m`` command):
   sequential   the basic launcher, one job after another
   parallel     the joblib launcher, ``--parallel`` processes sharing the device
@@ -21,7 +21,7 @@ Throughput is model-steps per second over the command's wall time (start-up incl
 Start-up: wall time of a one-step run, of a config error, and of ``--help``.
 
 Sample: what one sampled step's activation statistics cost on this model's hidden layers (the
-pre-activations and activations of one batch, grouped as the monitor groups them), with and
+pre-activations and activations of one batch, grouped as GradientFlow groups them), with and
 without the input-similarity statistic ``pre_cosine``, against the plain loop's step.
 
     python scripts/bench.py                                   # CPU, the default experiment
@@ -41,66 +41,27 @@ import time
 import warnings
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from bench_monitor import compose, plain_loop
+from bench_monitor import plain_loop, train_steps
 from hydra.utils import instantiate
 
-from gradprobe.data import InMemoryDataModule
-from gradprobe.instruments import guard
-from gradprobe.run import build_module, build_monitor, steps_per_call
+from gradprobe.config import compose
 
 warnings.filterwarnings("ignore")
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = {"default": [], "monitor_off": ["monitor=off"],
+VARIANTS = {"default": [], "gradflow_off": ["gradflow=off"],
             "per_step": ["engine.steps_per_call=1"], "compiled": ["engine.compile=graph"]}
-
-
-class StepClock(pl.Callback):
-    """(optimizer step, time) at every training call and at the end of training."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.marks = device, []
-
-    def _mark(self, trainer: pl.Trainer) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.marks.append((trainer.global_step, time.perf_counter()))
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._mark(trainer)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._mark(trainer)
-
-    def per_step(self, warmup: int) -> float:
-        step0, t0 = next(m for m in self.marks if m[0] >= warmup)
-        step1, t1 = self.marks[-1]
-        return (t1 - t0) / (step1 - step0)
 
 
 def framework(overrides: list[str], splits, steps: int, warmup: int, device: torch.device,
               work: Path) -> float:
+    """Seconds per optimizer step of a run composed from ``overrides``, built and chunked as
+    ``python train.py`` builds it (``bench_monitor.train_steps``)."""
     cfg, choices = compose(overrides)
-    cfg.monitor.figures = False
+    if cfg.gradflow.get("figures") is not None:
+        cfg.gradflow.figures = False
     run_dir = Path(tempfile.mkdtemp(dir=work))
-    pl.seed_everything(0, verbose=False)
-    chunk = steps_per_call(cfg)
-    module = build_module(cfg, splits.input_shape, splits.num_outputs, chunk, cfg.engine.compile)
-    monitor = build_monitor(cfg, choices, run_dir)
-    clock = StepClock(device)
-    divergence = guard.Guard(**guard.settings(cfg))  # every run has it, monitored or not
-    trainer = pl.Trainer(max_steps=steps, accelerator=device.type, devices=1,
-                         logger=pl.loggers.CSVLogger(run_dir, name="", version=""),
-                         callbacks=[clock, *([monitor] if monitor else []), divergence],
-                         limit_val_batches=0, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         log_every_n_steps=cfg.trainer.log_every_n_steps,
-                         default_root_dir=str(run_dir))
-    datamodule = InMemoryDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size, 0,
-                                    steps_per_call=chunk)
-    trainer.fit(module, datamodule=datamodule)
-    return clock.per_step(warmup)
+    return train_steps(cfg, choices, splits, steps, device, run_dir).per_step(warmup)
 
 
 def bench_steps(args, overrides: list[str], device: torch.device) -> dict:
@@ -150,7 +111,7 @@ def bench_sample(overrides: list[str], device: torch.device, plain_ms: float | N
 
     stats_ms = best(lambda: activation_stats(pre, out, None, 0.05, dies=True))
     cosine_ms = best(lambda: pairwise_cosine(pre))
-    every = int(cfg.monitor.every_n_steps)
+    every = int(cfg.gradflow.every_n_steps)
     result = {"layers": depth, "batch": n, "width": width, "every_n_steps": every,
               "activation_stats_ms": round(stats_ms, 4), "pre_cosine_ms": round(cosine_ms, 4)}
     if plain_ms:
@@ -168,7 +129,7 @@ def train_py(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
 
 def bench_sweep(args, overrides: list[str], work: Path) -> dict:
     common = ["-m", f"seed=range(0,{args.jobs})", f"trainer.max_steps={args.sweep_steps}",
-              "trainer.max_epochs=-1", "logger=csv", "monitor.figures=false",
+              "trainer.max_epochs=-1", "logger=csv", "gradflow.figures=false",
               "sweep.report=false", *overrides]
     launchers = {"sequential": [],
                  "parallel": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.parallel}"],
@@ -193,7 +154,7 @@ def bench_sweep(args, overrides: list[str], work: Path) -> dict:
 
 def bench_start(overrides: list[str]) -> dict:
     one_step = ["trainer.max_steps=1", "trainer.limit_val_batches=0",
-                "trainer.limit_test_batches=1", "monitor.figures=false", *overrides]
+                "trainer.limit_test_batches=1", "gradflow.figures=false", *overrides]
     with tempfile.TemporaryDirectory() as work:
         results = {}
         for name, extra in {"one_step_run_csv": ["logger=csv"],

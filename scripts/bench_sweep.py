@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["activation=relu,tanh,sigmoid", "model.depth=2,4", "seed=0,1,2,3"]  # 24 jobs
 SHORT = ["trainer.max_steps=20", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-         "monitor.figures=false", "sweep.report=false"]
+         "gradflow.figures=false", "sweep.report=false"]
 LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
 
 

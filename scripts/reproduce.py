@@ -211,7 +211,7 @@ PRESETS = [
     Preset("glorot2010_init", "Glorot & Bengio 2010",
            "standard vs normalized init: layer Jacobian mean singular value, gradient decay",
            "about 0.5 vs 0.8", glorot_init,
-           ["model.width=300", "monitor.jacobian_examples=8", "trainer.max_steps=1"]),
+           ["model.width=300", "gradflow.jacobian_examples=8", "trainer.max_steps=1"]),
     Preset("glorot2010_saturation", "Glorot & Bengio 2010",
            "sigmoid: the top hidden layer saturates toward 0, lower layers stay near 0.5",
            "top layer mean to ~0 within the first epochs (Fig. 2)", glorot_saturation,

@@ -20,26 +20,20 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("CI", "true")
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from gradprobe.cli import CONF_DIR, choices_of, register_resolvers, train  # noqa: E402
+from gradprobe.cli import train  # noqa: E402
+from gradprobe.config import CONF_DIR, compose  # noqa: E402, F401 (tests import CONF_DIR)
 
 REPO = Path(__file__).resolve().parents[1]
 # Short runs: CSV logging only, deterministic kernels, no figures (tests that check figures ask).
 FAST = ["logger=csv", "trainer.max_epochs=1", "trainer.deterministic=true",
-        "monitor.figures=false"]
+        "gradflow.figures=false"]
 
 
 def compose_config(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     """The composed task config (as the CLI would see it) and its Hydra choices."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    choices = choices_of(cfg.hydra)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, choices
+    return compose(overrides)
 
 
 def run_job(run_dir: Path, overrides: list[str]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ BAD = [
     (["optimizer.lr=inf"], "optimizer.lr=inf", "a number > 0"),
     (["model.dropout=-inf"], "model.dropout=-inf", "a number in [0, 1)"),
     (["data=synthetic", "data.source.noise=nan"], "data.source.noise=nan", "a number >= 0"),
-    (["monitor.thresholds.exploding_ratio=inf"], "monitor.thresholds.exploding_ratio=inf",
+    (["gradflow.thresholds.exploding_ratio=inf"], "gradflow.thresholds.exploding_ratio=inf",
      "a number > 1"),
     (["init=normal", "init.weight.mean=nan"], "init.weight.mean=nan", "a number"),
     (["scheduler=step", "scheduler.gamma=inf"], "scheduler.gamma=inf", "a number > 0"),
@@ -68,7 +68,7 @@ BAD = [
     (["data.source.train_split=1.0"], "data.source.train_split=1.0", "a number in (0, 1)"),
     (["data=mnist", "data.source.download=maybe"], "data.source.download='maybe'",
      "true or false"),
-    (["monitor.enabled=maybe"], "monitor.enabled='maybe'", "true or false"),
+    (["gradflow.enabled=maybe"], "gradflow.enabled='maybe'", "true or false"),
     (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0", "an integer >= 1"),
     (["scheduler=cosine", "scheduler.eta_min=-1"], "scheduler.eta_min=-1", "a number >= 0"),
     (["scheduler=cosine", "trainer.max_epochs=-1", "trainer.max_steps=50"],
@@ -294,7 +294,7 @@ def test_precision_table_covers_every_precision() -> None:
 def test_precision_trains_with_finite_statistics_or_is_refused(precision: str, run,
                                                                tmp_path: Path) -> None:
     overrides = ["data=digits", "model.depth=2", "model.width=16", "trainer.max_steps=2",
-                 "monitor.every_n_steps=1", f"trainer.precision={precision}"]
+                 "gradflow.every_n_steps=1", f"trainer.precision={precision}"]
     overrides += ["optimizer=sgd"] if precision == "16-true" else []
     refusal = PRECISION_OUTCOME[precision]
     if refusal is not None:
@@ -321,7 +321,7 @@ def test_half_precision_norms_are_accumulated_in_float32() -> None:
     """Under 16-true a gradient's norm can pass float16's 65504: it must not become inf."""
     import torch
 
-    from gradprobe.instruments.gradient_flow import norms_of
+    from gradprobe.instruments.gradients import norms_of
 
     half = [torch.full((1000,), 5000.0, dtype=torch.float16), torch.ones(4, dtype=torch.float16)]
     assert torch._foreach_norm(half)[0].isinf()  # a float16 result overflows

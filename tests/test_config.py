@@ -20,7 +20,7 @@ GROUP_OPTIONS = sorted(
 def test_every_group_has_options() -> None:
     groups = {g for g, _ in GROUP_OPTIONS}
     assert groups == {"data", "model", "activation", "norm", "init", "optimizer", "scheduler",
-                      "accelerator", "logger", "experiment", "monitor", "hparams_search"}
+                      "accelerator", "logger", "experiment", "gradflow", "hparams_search"}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -37,7 +37,7 @@ def test_defaults() -> None:
     cfg, choices = compose_config([])
     assert choices == {"data": "mnist1d", "model": "mlp", "activation": "relu", "norm": "none",
                        "init": "default", "optimizer": "adam", "scheduler": "none",
-                       "accelerator": "cpu", "monitor": "default"}  # none for a list option
+                       "accelerator": "cpu", "gradflow": "default"}  # none for a list option
     assert cfg.seed == 0 and cfg.task == "classification"
     assert set(cfg.logger) == {"csv", "wandb"} and cfg.logger.wandb.mode == "offline"
 
@@ -140,7 +140,7 @@ def test_cli_help_does_not_import_torch() -> None:
 def test_slurm_launcher_preset_composes() -> None:
     from hydra import compose, initialize_config_dir
 
-    from gradprobe.cli import register_resolvers
+    from gradprobe.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -15,7 +15,7 @@ from conftest import DATA_DIR, REPO
 # Full-batch training on 256 points: one process takes all 256, or two take 128 each; the
 # averaged gradient is the same, so the weights stay the same step after step.
 COMMON = ["data=synthetic", "data.source.n_train=256", "trainer.max_steps=12",
-          "trainer.max_epochs=-1", "monitor.every_n_steps=4", "monitor.figures=false",
+          "trainer.max_epochs=-1", "gradflow.every_n_steps=4", "gradflow.figures=false",
           "logger=csv", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
           "optimizer=sgd", "optimizer.lr=0.1"]
 

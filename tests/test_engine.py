@@ -12,11 +12,11 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from conftest import FAST, run_job
-from gradprobe.data import StepChunks
+from gradprobe.engine import StepChunks
 
 # 30 steps of 20-batch epochs: the second epoch is cut short (not validated, as Lightning does)
 SHORT = [*FAST, "data=digits", "trainer.max_epochs=2", "trainer.max_steps=30",
-         "monitor.every_n_steps=3", "monitor.histogram_every_n_steps=7"]
+         "gradflow.every_n_steps=3", "gradflow.histogram_every_n_steps=7"]
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from conftest import DATA_DIR, FAST, REPO, compose_config, run_job
 from gradprobe import ensemble
 from hydra_plugins.gradprobe_ensemble.ensemble_launcher import group_key, solo_reason
 
-COMMON = ["data=digits", "trainer.max_epochs=2", "monitor.figures=false",
-          "trainer.deterministic=true", "monitor.every_n_steps=3"]
+COMMON = ["data=digits", "trainer.max_epochs=2", "gradflow.figures=false",
+          "trainer.deterministic=true", "gradflow.every_n_steps=3"]
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -73,7 +73,7 @@ def test_an_ensemble_member_equals_the_job_run_alone(tmp_path) -> None:
     solo = run_job(tmp_path / "solo", ["logger=csv", "seed=1", "optimizer.lr=3e-3",
                                        "trainer.max_steps=30", *COMMON])
     assert_same_run(members[3], Path(solo["run_dir"]))
-    from gradprobe.run import load_module  # a member's checkpoint loads like a solo one
+    from gradprobe.build import load_module  # a member's checkpoint loads like a solo one
 
     assert load_module(members[3] / "checkpoints" / "last.ckpt").net is not None
 
@@ -92,6 +92,58 @@ def test_a_diverging_member_does_not_stop_the_others(tmp_path) -> None:
     assert diverged["diverged"]["step"] < fine["steps"] and diverged["steps"] < fine["steps"]
     on_disk = json.loads((tmp_path / "1" / "summary.json").read_text())
     assert on_disk["status"] == "diverged"
+
+
+def test_members_see_the_batches_of_their_solo_runs() -> None:
+    """Each member's step k of each epoch is batch k of its solo run's sampler order (the
+    epoch set by Lightning through ``set_epoch``, as for the solo sampler)."""
+    from torch.utils.data import DistributedSampler
+
+    from gradprobe.ensemble.data import MemberBatches, MemberOrders
+
+    def solo(seed: int) -> DistributedSampler:
+        return DistributedSampler(range(50), num_replicas=1, rank=0, shuffle=True, seed=seed)
+
+    batches = MemberBatches(MemberOrders([solo(0), solo(7)]), 8)
+    assert len(batches) == 6  # the last partial batch dropped, as drop_last
+    for epoch in (0, 1):
+        batches.sampler.set_epoch(epoch)
+        steps = list(batches)
+        for i, seed in enumerate((0, 7)):
+            alone = solo(seed)
+            alone.set_epoch(epoch)
+            assert [s[i].tolist() for s in steps] == [list(alone)[k:k + 8]
+                                                     for k in range(0, 48, 8)]
+
+
+def test_lightning_drives_the_ensemble(tmp_path, monkeypatch) -> None:
+    """A ``pl.Trainer`` fits the ``EnsembleModule``: its limits, validation cadence and
+    scheduler act on a member as on the job alone."""
+    import pytorch_lightning as pl
+    import torch
+
+    fitted = []
+    fit = pl.Trainer.fit
+    monkeypatch.setattr(pl.Trainer, "fit", lambda trainer, module, **kw: (
+        fitted.append(type(module)), fit(trainer, module, **kw))[1])
+    settings = ["data=digits", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
+                "trainer.check_val_every_n_epoch=2", "scheduler=step",
+                "scheduler.step_size=1", "gradflow.every_n_steps=2"]
+    members = []
+    for seed in (0, 1):
+        cfg, choices = compose_config([*FAST, *settings, f"seed={seed}"])
+        members.append(ensemble.Member(cfg, tmp_path / str(seed), choices, [f"seed={seed}"]))
+    summaries = ensemble.train(members)
+    assert fitted == [ensemble.EnsembleModule]
+    assert [s["steps"] for s in summaries] == [9, 9] and summaries[1]["epochs"] == 3
+    assert summaries[1]["best"]["checkpoint"].startswith(str(tmp_path / "1" / "checkpoints"))
+    solo = run_job(tmp_path / "solo", [*FAST, *settings, "seed=1"])
+    assert_same_run(tmp_path / "1", Path(solo["run_dir"]))
+    saved = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+             for d in (tmp_path / "1", Path(solo["run_dir"]))]
+    assert saved[0] == saved[1]  # saved when Lightning saves the solo run's
+    assert [r["step"] for r in rows(tmp_path / "1" / "metrics.csv") if r.get("val/loss")] == \
+        ["5"]  # validated after epoch 1 only
 
 
 def test_grouping_and_the_jobs_that_run_alone() -> None:

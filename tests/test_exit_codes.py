@@ -20,9 +20,9 @@ from omegaconf import OmegaConf
 from conftest import DATA_DIR, FAST, REPO, run_job
 from gradprobe import interrupt
 from gradprobe.record import lock_holder
-from gradprobe.sweep import SweepSummary
+from gradprobe.sweep.callback import SweepSummary
 
-LONG = ["data=digits", "logger=csv", "model.depth=3", "monitor.figures=false",
+LONG = ["data=digits", "logger=csv", "model.depth=3", "gradflow.figures=false",
         "trainer.max_epochs=500"]
 
 

@@ -46,7 +46,7 @@ def test_gradprobe_and_plain_pytorch_take_the_same_steps(tmp_path, one_thread, i
         "experiment=he2015_depth30", f"init={init}_normal", f"seed={SEED}", "model.depth=30",
         "model.width=128", "data.batch_size=100", "optimizer.lr=0.01",
         "optimizer.momentum=0.9", f"trainer.max_steps={STEPS}", "trainer.max_epochs=-1",
-        "logger=csv", "monitor.figures=false"])
+        "logger=csv", "gradflow.figures=false"])
     ref = reference.train(init, SEED, width=128, depth=30, batch=100, steps=STEPS, lr=0.01,
                           momentum=0.9)
     assert summary["status"] == "completed" and summary["steps"] == STEPS

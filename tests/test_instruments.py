@@ -85,7 +85,7 @@ def train(net: nn.Module, tmp_path: Path, accumulate: int, clip: float | None,
     loader = DataLoader(TensorDataset(x, y), batch_size=batch)
     flow = gradprobe.GradientFlow(every_n_steps=2, histogram_every_n_steps=4,
                                   flush_every_n_samples=2, saturation_margin=MARGIN,
-                                  out_dir=tmp_path / "gradflow", figures=False)
+                                  out_dir=tmp_path / "gradflow")
     capture = Capture()
     module = Classifier(net)
     trainer = pl.Trainer(max_steps=6, accumulate_grad_batches=accumulate,

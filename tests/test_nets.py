@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from conftest import compose_config
+from gradprobe.build import build_network
 from gradprobe.nets import ChannelsLast, ResidualBlock, cnn1d, mlp, resmlp
-from gradprobe.run import build_network
 
 ARGS = {"dropout": 0.0, "activation": nn.Tanh, "norm": nn.LayerNorm, "out_features": 3}
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import DATA_DIR, REPO
 
 AT_INIT = ["model.depth=10", "model.width=128", "trainer.max_steps=1",
-           "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "monitor.figures=false"]
+           "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "gradflow.figures=false"]
 
 
 def test_sigmoid_with_pytorch_default_init_vanishes(run) -> None:
@@ -65,8 +65,8 @@ def test_absurd_learning_rate_diverges_cleanly(tmp_path) -> None:
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_sampling_counts_optimizer_steps(run, accumulate: int) -> None:
     summary = run("data=digits", f"trainer.accumulate_grad_batches={accumulate}",
-                  "trainer.max_epochs=5", "trainer.max_steps=21", "monitor.every_n_steps=5",
-                  "monitor.figures=false")
+                  "trainer.max_epochs=5", "trainer.max_steps=21", "gradflow.every_n_steps=5",
+                  "gradflow.figures=false")
     with open(f"{summary['run_dir']}/gradflow/steps.csv") as f:
         steps = [int(line.split(",")[0]) for line in f.readlines()[1:]]
     assert steps == [0, 5, 10, 15, 20]

@@ -14,7 +14,7 @@ from conftest import DATA_DIR, REPO
 def preset(tmp_path, name: str, *overrides: str) -> list[dict]:
     """Run a preset's multirun; its jobs' summaries."""
     out = subprocess.run([sys.executable, "train.py", "-m", f"experiment={name}", "data=digits",
-                          "logger=csv", "monitor.figures=false", "sweep.report=false",
+                          "logger=csv", "gradflow.figures=false", "sweep.report=false",
                           *overrides, f"hydra.sweep.dir={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=900,
                          env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
@@ -96,7 +96,7 @@ def test_glorot2010_init_jacobian_singular_values_and_gradient_decay(tmp_path) -
     """Standard init: mean singular value ~0.5 and gradients shrinking toward the input;
     normalized (Xavier): ~0.8 and level (the paper: 0.5 vs 0.8, width 1000; here 300)."""
     jobs = preset(tmp_path, "glorot2010_init", "data=mnist1d", "model.width=300",
-                  "monitor.jacobian_examples=8", "trainer.max_steps=1")
+                  "gradflow.jacobian_examples=8", "trainer.max_steps=1")
     standard, xavier = pick(jobs, init="default"), pick(jobs, init="xavier_uniform")
     sv = (standard["jacobian"]["mean_singular_value"], xavier["jacobian"]["mean_singular_value"])
     assert 0.4 < sv[0] < 0.6 and 0.7 < sv[1] < 0.9, sv

@@ -96,7 +96,7 @@ def test_checkpoint_save_is_atomic(tmp_path, monkeypatch) -> None:
 def killed_and_full(tmp_path_factory):
     """A 4-epoch run; the same run killed in its third epoch (W&B on), then resumed."""
     root = tmp_path_factory.mktemp("resume")
-    sampled = [*COMMON, "trainer.max_epochs=4", "monitor.every_n_steps=5"]
+    sampled = [*COMMON, "trainer.max_epochs=4", "gradflow.every_n_steps=5"]
     full = run_job(root / "full", sampled)
     killed = root / "killed"
     build = gradprobe.run.build_callbacks
@@ -233,3 +233,12 @@ def test_a_full_disk_leaves_the_last_checkpoint_whole(tmpfs) -> None:
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
     assert ckpt_position(run_dir / "checkpoints" / "last.ckpt")[0] == 0  # loads, whole
     assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_a_run_saved_with_the_old_monitor_group_resumes_with_gradflow(tmp_path) -> None:
+    """The ``gradflow`` group was called ``monitor``: a run directory from then still loads."""
+    from gradprobe.resume import load_resolved
+
+    (tmp_path / "config_resolved.yaml").write_text("seed: 0\nmonitor:\n  every_n_steps: 7\n")
+    cfg = load_resolved(tmp_path)
+    assert cfg.gradflow.every_n_steps == 7 and "monitor" not in cfg

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from gradprobe.report import build_report, find_run_dirs, main, parse_overrides
+from gradprobe.report import build_report, main
+from gradprobe.report.runs import find_run_dirs, parse_overrides
 
 LAYER_COLUMNS = ["step", "layer", "depth", "grad_norm", "weight_norm", "grad_ratio",
                  "grad_mean_abs", "backprop_norm", "update_ratio", "act_mean", "act_std",

@@ -45,7 +45,7 @@ def test_bench_runs_every_section_and_writes_its_json(tmp_path) -> None:
                    cwd=REPO, check=True, capture_output=True, timeout=600,
                    env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
     result = json.loads(out.read_text())
-    assert set(result["steps"]) == {"plain", "default", "monitor_off", "per_step", "compiled"}
+    assert set(result["steps"]) == {"plain", "default", "gradflow_off", "per_step", "compiled"}
     assert 0 < result["sample"]["pre_cosine_ms"] < result["sample"]["activation_stats_ms"]
     assert result["steps"]["plain"]["vs_plain"] == 1.0
     assert set(result["sweep"]) == {"sequential", "parallel", "vectorized"}

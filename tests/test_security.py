@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import cli, run_job, snapshot
+from gradprobe.build import load_module
 from gradprobe.record import RunDirError
-from gradprobe.run import load_module
 from gradprobe.trusted import UntrustedConfig, declared_targets
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-import gradprobe.run
+import gradprobe.build
 from conftest import FAST, compose_config
 from gradprobe import ensemble
 from gradprobe.instruments.guard import NO_STEP, Divergence
@@ -65,10 +65,10 @@ def test_nan_loss_diverges_at_its_first_step(run, monkeypatch, monitor, steps_pe
     def with_nan(task, num_outputs):
         loss, metrics = loss_and_metrics(task, num_outputs)
         return NanFrom(loss, NAN_STEP), metrics
-    loss_and_metrics = gradprobe.run.loss_and_metrics
-    monkeypatch.setattr(gradprobe.run, "loss_and_metrics", with_nan)
+    loss_and_metrics = gradprobe.build.loss_and_metrics
+    monkeypatch.setattr(gradprobe.build, "loss_and_metrics", with_nan)
     summary = run(*CHUNKED, f"engine.steps_per_call={steps_per_call}",
-                  f"monitor.enabled={monitor}")
+                  f"gradflow.enabled={monitor}")
     assert_agree(summary, NAN_STEP)
     assert ("diagnosis" in summary) == (monitor == "true")
     assert "test/acc" not in summary["metrics"]  # a diverged run is not tested
@@ -109,11 +109,11 @@ def test_an_ensemble_member_diverges_as_the_job_alone(run, tmp_path, monitor) ->
     """lr 50: the loss reaches ~1e17 at step 3 (finite; the factor rule), NaN after."""
     members = []
     for i, lr in enumerate([0.01, 50]):
-        overrides = [*ENSEMBLE, f"optimizer.lr={lr}", f"monitor.enabled={monitor}"]
+        overrides = [*ENSEMBLE, f"optimizer.lr={lr}", f"gradflow.enabled={monitor}"]
         cfg, choices = compose_config([*FAST, *overrides])
         members.append(ensemble.Member(cfg, tmp_path / str(i), choices, overrides))
     fine, member = ensemble.train(members)
-    alone = run(*ENSEMBLE, "optimizer.lr=50", f"monitor.enabled={monitor}")
+    alone = run(*ENSEMBLE, "optimizer.lr=50", f"gradflow.enabled={monitor}")
     assert_agree(fine, None)
     assert_agree(alone, 3)
     assert_agree(member, 3)

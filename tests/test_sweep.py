@@ -9,13 +9,13 @@ import subprocess
 import sys
 
 from conftest import DATA_DIR, REPO
-from gradprobe.sweep import gpu_for_job, parallel_jobs, threads_per_job
+from gradprobe.sweep.placement import gpu_for_job, parallel_jobs, threads_per_job
 
 
 def sweep(tmp_path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "train.py", "-m", f"hydra.sweep.dir={tmp_path}", "data=digits",
-         "trainer.max_epochs=1", "logger=csv", "monitor.figures=false", *args],
+         "trainer.max_epochs=1", "logger=csv", "gradflow.figures=false", *args],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
 
@@ -86,7 +86,7 @@ def test_parallel_jobs_follow_the_hardware(monkeypatch) -> None:
     assert parallel_jobs("gpu", 4, cpus=16) == 16  # no GPU visible
     from hydra import compose, initialize_config_dir
 
-    from gradprobe.cli import CONF_DIR, register_resolvers
+    from gradprobe.config import CONF_DIR, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

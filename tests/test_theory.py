@@ -18,11 +18,11 @@ from gradprobe.theory import (
     critical_sigma_w2,
     gaussian_expectation,
     gaussian_expectation_2d,
-    main,
     phase,
     predict,
     trainable_depth,
 )
+from gradprobe.theory.__main__ import main
 
 
 def test_quadrature_matches_closed_forms() -> None:
@@ -98,7 +98,7 @@ def test_measured_gradient_factor_matches_chi1(run, activation, sigma_w2, sigma_
 def test_every_mlp_run_records_the_prediction_beside_the_measurement(run) -> None:
     summary = run("data=digits", "activation=sigmoid", "init=meanfield", "init.sigma_w2=1.0",
                   "model.depth=6", "trainer.max_steps=1", "trainer.limit_val_batches=1",
-                  "trainer.limit_test_batches=1", "monitor.figures=true")
+                  "trainer.limit_test_batches=1", "gradflow.figures=true")
     theory = summary["theory"]
     assert theory["applies"] and theory["phase"] == "ordered"
     assert theory["implied_sigma_w2"] == pytest.approx(1.0, rel=0.05)  # what the init drew

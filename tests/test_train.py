@@ -15,9 +15,9 @@ import torchvision
 
 from conftest import CONF_DIR, DATA_DIR, FAST, REPO, run_job
 from fabricate import vision_root
+from gradprobe.build import load_module
 from gradprobe.module import GradprobeModule
 from gradprobe.record import RunDirError
-from gradprobe.run import load_module
 from gradprobe.schema import DataError
 
 SHORT = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
@@ -145,7 +145,7 @@ def test_finished_run_dir_is_never_overwritten(run) -> None:
 
 def test_wandb_offline_run_holds_metrics_and_choices(run) -> None:
     summary = run("data=digits", "activation=tanh", "model.depth=3", "logger=[csv,wandb]",
-                  "trainer.log_every_n_steps=1", "monitor.figures=true", *SHORT)
+                  "trainer.log_every_n_steps=1", "gradflow.figures=true", *SHORT)
     run_dirs = list((Path(summary["run_dir"]) / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1
     out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dirs[0])],
@@ -169,7 +169,7 @@ def test_wandb_offline_run_holds_metrics_and_choices(run) -> None:
 
 
 def test_tensorboard_gets_metrics_and_histograms(run) -> None:
-    summary = run("data=digits", "logger=tensorboard", "monitor.histogram_every_n_steps=10",
+    summary = run("data=digits", "logger=tensorboard", "gradflow.histogram_every_n_steps=10",
                   *SHORT)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -207,7 +207,7 @@ def test_resume_continues_to_the_same_numbers(tmp_path) -> None:
 
 
 def test_linear_model_runs_with_instruments_and_figures(run) -> None:
-    summary = run("model=linear", "monitor.figures=true", *SHORT)
+    summary = run("model=linear", "gradflow.figures=true", *SHORT)
     figures = Path(summary["run_dir"]) / "gradflow" / "figures"
     assert summary["status"] == "completed" and (figures / "heatmap.png").exists()
     assert summary["num_parameters"] == 40 * 10 + 10

@@ -18,7 +18,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from gradprobe import trusted
-from gradprobe.record import RunDirError, atomic_file
+from gradprobe.instruments.files import atomic_file
+from gradprobe.record import RunDirError
 
 log = logging.getLogger("gradprobe")
 

@@ -18,43 +18,25 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gradprobe import interrupt
+from gradprobe.config import CONF_DIR, choices_of, register_resolvers
 from gradprobe.record import RunDirError, hydra_record, is_rank_zero, record_failure
 from gradprobe.resume import config_to_resume
 from gradprobe.schema import ConfigError, DataError, validate
-from gradprobe.sweep import (
-    SweepSummary,
-    parallel_jobs,
-    previous_result,
-    stop_jobs,
-    summarize,
-    threads_per_job,
-)
-from gradprobe.trusted import CONF_DIR
+from gradprobe.sweep.callback import SweepSummary
+from gradprobe.sweep.jobs import stop_jobs, summarize
+from gradprobe.sweep.placement import threads_per_job
+from gradprobe.sweep.resume import previous_result
 
 NAN = float("nan")
 REFUSALS = (ConfigError, DataError, RunDirError)
 log = logging.getLogger("gradprobe")
 
 
-def register_resolvers() -> None:
-    """``${if_set:x,a,b}`` picks ``a`` when ``x`` is set: a resumed run reuses its own dir.
-    ``${parallel_jobs:accelerator,per_gpu}``: jobs to run at once on this machine."""
-    OmegaConf.register_new_resolver("if_set", lambda value, a, b: a if value else b,
-                                    replace=True)
-    OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs, replace=True)
-
-
 def interactive() -> bool:
     return sys.stdout.isatty() and not os.environ.get("CI")
-
-
-def choices_of(hydra_cfg: Any) -> dict[str, str]:
-    """The chosen option of every gradprobe config group (Hydra's own groups left out)."""
-    return {group: str(choice) for group, choice in hydra_cfg.runtime.choices.items()
-            if not group.startswith("hydra") and choice is not None}
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
@@ -100,7 +82,7 @@ def refuse(err: Exception, run_dir: Path, resuming: bool) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     """One job. In a sweep a failing job is recorded (status, error, traceback in its log) and
-    the sweep goes on; ``gradprobe.sweep.SweepSummary`` reports the failures at the end."""
+    the sweep goes on; ``gradprobe.sweep.callback.SweepSummary`` reports the failures at the end."""
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir, choices = Path(hydra_cfg.runtime.output_dir), choices_of(hydra_cfg)

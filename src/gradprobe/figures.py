@@ -12,6 +12,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -338,10 +339,29 @@ def dead_saturated(record: GradFlowRecord, out_path: Path, title_suffix: str = "
     return _save(fig, out_path)
 
 
-def draw_all(run_dir: Path, predicted: Predicted | None = None,
+def predicted_profiles(record: GradFlowRecord,
+                       prediction: dict[str, Any] | None) -> Predicted | None:
+    """The mean-field profiles per layer (``prediction``: a run's ``theory``): the gradient norms
+    anchored at the last hidden layer's measured value at init, the cosines as predicted."""
+    p = prediction or {}
+    if not p.get("applies") or not len(record.steps) or record.steps[0] != 0:
+        return None
+    last = len(p["chi1_layers"]) - 1
+    downstream = [math.prod(p["chi1_layers"][k + 1:]) ** 0.5 for k in range(last + 1)]
+    profiles = {"grad_norm": (record.stat("grad_norm")[0, last], p["relative_weight_gradients"]),
+                "backprop_norm": (record.stat("backprop_norm")[0, last], downstream),
+                "pre_cosine": (1.0, p.get("c_layers") or [])}
+    return {stat: {name: float(anchor) * r for name, r in zip(record.layers, profile,
+                                                               strict=False)}
+            for stat, (anchor, profile) in profiles.items()}
+
+
+def draw_all(run_dir: Path, prediction: dict[str, Any] | None = None,
              title_suffix: str = "") -> list[Path]:
-    """Every figure into ``<run_dir>/gradflow/figures/``; activations only if histograms exist."""
+    """Every figure into ``<run_dir>/gradflow/figures/``, from the run's files (the mean-field
+    ``prediction`` dashed beside them); activations only if histograms exist."""
     record = load_gradflow(run_dir)
+    predicted = predicted_profiles(record, prediction)
     out = Path(run_dir) / "gradflow" / "figures"
     paths = [heatmap(record, out / "heatmap.png", title_suffix),
              profile(record, out / "profile.png", title_suffix, predicted=predicted),

@@ -3,22 +3,17 @@
 The training step is kept lean: the training loss is summed on the device and logged once per
 epoch (plus every ``log_every_n_steps``-th step's value, written at the epoch's end), because
 ``self.log`` on every step costs more than the arithmetic of a small network. With
-``steps_per_call > 1`` one Lightning call trains a chunk of batches (``data.StepChunks``) with
-manual optimization: steps an instrument samples (callbacks with ``wants_step(step)``) go through
-Lightning's optimizer wrapper so every hook fires; the others call the torch optimizer directly
-and only advance Lightning's step counter. Same batches, same updates, same ``global_step``.
-With ``compile="graph"`` on a CUDA device those unsampled steps replay a captured CUDA graph
-(:mod:`gradprobe.step_graph`); elsewhere the run warns once and stays eager.
+``steps_per_call > 1`` one Lightning call trains a chunk of batches under manual optimization;
+how is the engine's business (:mod:`gradprobe.engine.chunked`).
 
 Only plain hyperparameters (optimizer and scheduler configs as dicts, the run's resolved config)
 are saved, so checkpoints load with ``torch.load(weights_only=True)``. The network, loss and
-metrics are passed back in to ``load_from_checkpoint`` (or use :func:`gradprobe.run.load_module`,
+metrics are passed back in to ``load_from_checkpoint`` (or use :func:`gradprobe.build.load_module`,
 which rebuilds them from the saved config).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pytorch_lightning as pl
@@ -27,9 +22,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from gradprobe.step_graph import StepGraph, capturable_kwargs, graph_unavailable
-
-log = logging.getLogger("gradprobe")
+from gradprobe.engine import ChunkedSteps, capturable_kwargs, graph_unavailable
 
 
 class GradprobeModule(pl.LightningModule):
@@ -50,7 +43,7 @@ class GradprobeModule(pl.LightningModule):
         self._loss_sum: Tensor | float = 0.0  # this epoch's training losses, on the device
         self._loss_count = 0
         self._step_losses: list[tuple[int, Tensor]] = []  # (step, loss) every log_every_n_steps
-        self._graph: StepGraph | None = None
+        self.engine = ChunkedSteps(self, steps_per_call, compile)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -86,53 +79,15 @@ class GradprobeModule(pl.LightningModule):
             loss = self.loss(out, y)
             self._account(out.detach(), loss.detach()[None], y, first)
             return loss
-        max_steps = self.trainer.max_steps
-        steps = len(x) if max_steps < 0 else max(0, min(len(x), max_steps - first))
+        outs, losses, steps = self.engine.train(x, y)
         if not steps:
             return None
-        optimizer = self.optimizers()
-        outs, losses = zip(*(self._optimizer_step(optimizer, first + k, x[k], y[k])
-                             for k in range(steps)), strict=True)
-        losses = torch.stack(losses)
-        self._account(torch.cat(outs), losses, y[:steps].flatten(0, 1), first)
-        # Lightning logs at a step that counts its calls; +1 after this call = optimizer steps.
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped = first + steps - 1
+        self._account(outs, losses, y[:steps].flatten(0, 1), first)
         # each step's loss, for the divergence guard (instruments.guard): the first bad step
         return {"loss": losses.sum(), "step_losses": losses}
 
-    def _optimizer_step(self, optimizer: Any, step: int, x: Tensor,
-                        y: Tensor) -> tuple[Tensor, Tensor]:
-        """One optimizer step under manual optimization (see the module docstring); returns
-        the detached output and loss."""
-        if any(wants(step) for wants in self._instrumented):
-            out = self.net(x)
-            loss = self.loss(out, y)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
-            return out.detach(), loss.detach()
-        if self._graph is not None:
-            out, loss = self._graph.step(x, y)
-        else:
-            out = self.net(x)
-            loss = self.loss(out, y)
-            optimizer.optimizer.zero_grad()
-            loss.backward()
-            optimizer.optimizer.step()
-        optimizer._on_before_step()  # Lightning's step counter, as LightningOptimizer counts
-        optimizer._on_after_step()
-        return out.detach(), loss.detach()
-
     def on_train_start(self) -> None:
-        self._instrumented = [cb.wants_step for cb in self.trainer.callbacks
-                              if callable(getattr(cb, "wants_step", None))]
-        if self.hparams.compile != "graph":
-            return
-        reason = graph_unavailable(self.device, self.hparams.steps_per_call)
-        if reason is None:
-            self._graph = StepGraph(self.net, self.loss, self.optimizers().optimizer)
-        elif self.trainer.is_global_zero:
-            log.warning("engine.compile=graph: %s; training eagerly", reason)
+        self.engine.start()
 
     def on_train_epoch_end(self) -> None:
         if self._loss_count:

@@ -1,6 +1,7 @@
 """Networks built from the config groups, each listing its layers in depth order.
 
-That list is the one contract between architectures and instruments: a :class:`Layer` names a
+That list is the one contract between architectures and instruments (the instruments define
+it, :class:`gradprobe.instruments.layers.Layer`): a layer names a
 block (``layer_01`` ... ``output``), its weight-bearing module, its activation module and the
 block module whose output is the layer's hidden state ``h`` (so ``dL/dh`` can be hooked there).
 A new architecture that lists its layers gets every instrument for free.
@@ -10,24 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from gradprobe.instruments.layers import Layer, layer_name
+
 ModuleFactory = Callable[..., nn.Module]
-
-
-@dataclass(frozen=True)
-class Layer:
-    name: str
-    weight: nn.Module  # Linear or Conv1d: the parameters whose gradients are measured
-    activation: nn.Module | None
-    block: nn.Module  # its output is the layer's hidden state h
-
-
-def layer_name(index: int, depth: int) -> str:
-    """``layer_01`` ... zero-padded to the depth, so names sort in depth order."""
-    return f"layer_{index:0{max(2, len(str(depth)))}d}"
 
 
 def dropout_layer(p: float, alpha: bool = False) -> nn.Module:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from gradprobe.record import RunDirError, is_rank_zero, read_summary, refuse_finished
 from gradprobe.resume import config_to_resume
-from gradprobe.sweep import check_sweep_resume
+from gradprobe.sweep.resume import check_sweep_resume
 
 
 def check_writable(folder: Path, key: str) -> None:

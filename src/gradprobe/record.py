@@ -20,13 +20,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+# atomic writes: one implementation, the instruments' (torch-free to import)
+from gradprobe.instruments.files import write_atomic, write_json
 
 SUMMARY = "summary.json"
 RESOLVED_CONFIG = "config_resolved.yaml"
@@ -57,33 +58,6 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
         raise RunDirError(f"{path} is not a gradprobe summary (no status); move it aside to use "
                           "this directory")
     return summary
-
-
-@contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """A file written beside ``path``, flushed to disk and renamed over it: readers see the old
-    file or the new one, never half. On any error (a full disk, a kill's exception) the
-    temporary file is removed and the old file is untouched."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_atomic(path: Path, text: str) -> None:
-    with atomic_file(path) as f:
-        f.write(text)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def lock_holder(run_dir: Path) -> str | None:

@@ -115,7 +115,7 @@ def init_variances(name: str, width: int) -> tuple[float, float]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from gradprobe.cli import CONF_DIR
+    from gradprobe.config import CONF_DIR
 
     cfg = OmegaConf.load(CONF_DIR / "init" / f"{name}.yaml")
     weight = torch.empty(width, width)

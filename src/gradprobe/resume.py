@@ -17,15 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from gradprobe import trusted
-from gradprobe.record import (
-    RESOLVED_CONFIG,
-    RESUMABLE,
-    RunDirError,
-    atomic_file,
-    lock_holder,
-    read_summary,
-    write_atomic,
-)
+from gradprobe.instruments.files import atomic_file, write_atomic
+from gradprobe.record import RESOLVED_CONFIG, RESUMABLE, RunDirError, lock_holder, read_summary
 
 # What a resume may change: how far to train, and the machine's share. Anything else would make
 # the continued run a different experiment from the one its first half recorded.
@@ -73,6 +66,8 @@ def load_resolved(run_dir: Path) -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise RunDirError(f"resume={run_dir}: {path} does not hold a config mapping")
     trusted.check(OmegaConf.to_container(cfg, resolve=False), f"resume={run_dir}: {path}")
+    if "monitor" in cfg and "gradflow" not in cfg:  # a run made when the group had that name
+        cfg.gradflow = cfg.pop("monitor")
     return cfg
 
 

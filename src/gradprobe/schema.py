@@ -24,14 +24,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config value outside what is allowed; the message is one line: key, value and rule."""
-
-
-class DataError(RuntimeError):
-    """Data that cannot be loaded (dataset files, a cache); one line naming them and the fix.
-    Defined here, torch-free, so the CLI can refuse with it without importing ``data``."""
+from gradprobe.errors import ConfigError, DataError  # noqa: F401  (raised for the CLI)
+from gradprobe.splits import batch_norm, check_split_sizes, planned_splits, target_name
 
 
 @dataclass(frozen=True)
@@ -175,19 +169,19 @@ RULES: tuple[Rule, ...] = (
     Rule("data.source.noise", "a number >= 0", number(0)),
     Rule("data.source.target", "'teacher' or 'random'", one_of("teacher", "random")),
     Rule("data.source.inputs", "'normal' or 'uniform'", one_of("normal", "uniform")),
-    Rule("monitor.enabled", "true or false", boolean),
-    Rule("monitor.figures", "true or false", boolean),
-    Rule("monitor.every_n_steps", "an integer >= 1", integer(1)),
-    Rule("monitor.histogram_every_n_steps", "an integer >= 1", integer(1)),
-    Rule("monitor.flush_every_n_samples", "an integer >= 1", integer(1)),
-    Rule("monitor.jacobian_examples", "an integer >= 0", integer(0)),
-    Rule("monitor.saturation_margin", "a number in (0, 0.5)", number(0, 0.5, low_open=True)),
-    Rule("monitor.thresholds.vanishing_ratio", "a number in (0, 1)",
+    Rule("gradflow.enabled", "true or false", boolean),
+    Rule("gradflow.figures", "true or false", boolean),
+    Rule("gradflow.every_n_steps", "an integer >= 1", integer(1)),
+    Rule("gradflow.histogram_every_n_steps", "an integer >= 1", integer(1)),
+    Rule("gradflow.flush_every_n_samples", "an integer >= 1", integer(1)),
+    Rule("gradflow.jacobian_examples", "an integer >= 0", integer(0)),
+    Rule("gradflow.saturation_margin", "a number in (0, 0.5)", number(0, 0.5, low_open=True)),
+    Rule("gradflow.thresholds.vanishing_ratio", "a number in (0, 1)",
          number(0, 1, low_open=True)),
-    Rule("monitor.thresholds.exploding_ratio", "a number > 1", number(1, low_open=True)),
-    Rule("monitor.thresholds.dead_frac", "a number in [0, 1)", number(0, 1)),
-    Rule("monitor.thresholds.saturated_frac", "a number in [0, 1)", number(0, 1)),
-    Rule("monitor.thresholds.collapsed_cosine", "a number in (0, 1)",
+    Rule("gradflow.thresholds.exploding_ratio", "a number > 1", number(1, low_open=True)),
+    Rule("gradflow.thresholds.dead_frac", "a number in [0, 1)", number(0, 1)),
+    Rule("gradflow.thresholds.saturated_frac", "a number in [0, 1)", number(0, 1)),
+    Rule("gradflow.thresholds.collapsed_cosine", "a number in (0, 1)",
          number(0, 1, low_open=True)),
     Rule("engine.steps_per_call", "an integer >= 1", integer(1)),
     Rule("engine.compile", "'none' or 'graph'", one_of("none", "graph")),
@@ -246,12 +240,6 @@ def _nonfinite(node: Any, key: str = "") -> tuple[str, float] | None:
         if found:
             return found
     return None
-
-
-def _name(node: Any) -> str:
-    """The class or function a ``_target_`` names, without its module."""
-    return str(node.get("_target_", "") if isinstance(node, dict) or OmegaConf.is_dict(node)
-               else "").rsplit(".", 1)[-1]
 
 
 def validate(cfg: DictConfig) -> None:
@@ -320,7 +308,7 @@ def _check_combinations(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"config error: trainer.precision={precision!r} is not allowed with "
                           "trainer.accelerator='mps' (no float64 on MPS); expected 32-true, "
                           "16-mixed or bf16-mixed")
-    name = _name(optimizer)
+    name = target_name(optimizer)
     eps = optimizer.get("eps", 1e-8 if name != "Adagrad" else 1e-10)
     if precision == "16-true" and name in ADAPTIVE and eps < HALF_EPS:
         raise ConfigError(f"config error: trainer.precision='16-true' is not allowed with "
@@ -332,103 +320,7 @@ def _check_combinations(cfg: dict[str, Any]) -> None:
         raise ConfigError("config error: optimizer.nesterov=True is not allowed with "
                           f"optimizer.momentum={optimizer.get('momentum')!r}; expected a "
                           "momentum > 0 (e.g. optimizer.momentum=0.9)")
-    if _batch_norm(cfg) and cfg.get("data", {}).get("batch_size", 2) < 2:
+    if batch_norm(cfg) and cfg.get("data", {}).get("batch_size", 2) < 2:
         raise ConfigError(f"config error: data.batch_size={cfg['data']['batch_size']!r} is not "
                           "allowed with norm=batch; expected an integer >= 2 (batch norm needs "
                           "more than one example per batch)")
-
-
-def _batch_norm(cfg: dict[str, Any]) -> bool:
-    """Whether training batches must hold 2 or more examples: batch norm over (N, C) features
-    fails on one (cnn1d normalises (N, C, L): its positions count too)."""
-    return _name(cfg.get("norm", {})) == "BatchNorm1d" and _name(cfg.get("model", {})) in (
-        "mlp", "resmlp")
-
-
-DIGITS_EXAMPLES = 1797  # scikit-learn's bundled 8x8 digits
-SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
-
-
-def held_out(n: int, fraction: float) -> int:
-    """How many of ``n`` examples ``gradprobe.data.split_off`` takes for ``fraction``."""
-    return min(n, max(1, round(fraction * n)))
-
-
-def planned_splits(source: dict[str, Any]) -> tuple[dict[str, int], dict[str, list[str]]] | None:
-    """The train/val/test sizes a data source will produce where the config alone decides them
-    (mnist1d, digits, synthetic), and for each split the keys that decide it; else None."""
-    name, src = _name(source), source
-    try:
-        if name == "mnist1d":
-            n = src["num_samples"] // 10 * 10  # mnist1d makes num_samples // 10 per class
-            rest = int(n * src["train_split"])
-            val = held_out(rest, src["val_fraction"])
-            keys = ["num_samples", "train_split", "val_fraction"]
-            sizes = {"train": rest - val, "val": val, "test": n - rest}
-            keyed = {"train": keys, "val": keys, "test": keys[:2]}
-        elif name == "digits":
-            test = held_out(DIGITS_EXAMPLES, src["test_fraction"])
-            val = held_out(DIGITS_EXAMPLES - test, src["val_fraction"])
-            sizes = {"train": DIGITS_EXAMPLES - test - val, "val": val, "test": test}
-            keys = ["test_fraction", "val_fraction"]
-            keyed = {"train": keys, "val": keys, "test": keys[:1]}
-        elif name == "synthetic":
-            sizes = {split: src[f"n_{split}"] for split in SPLIT_NAMES}
-            keyed = {split: [f"n_{split}"] for split in SPLIT_NAMES}
-        else:
-            return None
-    except KeyError:  # a key removed (~data.source.x): check_splits checks the loaded data
-        return None
-    return sizes, {split: [f"data.source.{k}" for k in keys] for split, keys in keyed.items()}
-
-
-def _kept(n: int, batch: int, limit: int | float, drop_last: bool) -> int:
-    """Examples a loader of ``n`` examples in batches of ``batch`` yields under Lightning's
-    ``limit_*_batches`` ``limit`` (a fraction, or a count of batches)."""
-    batches = n // batch if drop_last else -(-n // batch)
-    kept = int(batches * limit) if isinstance(limit, float) else min(batches, limit)
-    return n if kept == batches else kept * batch
-
-
-def check_split_sizes(cfg: Any, sizes: dict[str, int], keys: dict[str, list[str]]) -> None:
-    """Raise ConfigError where a split, or the part of it that a ``limit_*_batches`` keeps, is
-    too small: no training batch, fewer than 2 examples for batch norm or for R2 (regression),
-    an empty validation or test set. ``keys``: per split, the config keys that decide its size.
-    Counts are for one device (under DDP each rank sees a shard)."""
-    def value(key: str) -> Any:
-        node: Any = cfg
-        for part in key.split("."):
-            node = node.get(part) if hasattr(node, "get") else None
-        return node
-
-    def fail(split: str, kept: int, because: list[str], needed: int, reason: str) -> None:
-        shown = ", ".join(f"{k}={value(k)!r}" for k in because)
-        counts = ", ".join(f"{s} {sizes[s]}" for s in SPLIT_NAMES)
-        raise ConfigError(f"config error: {shown} leave{'s' if len(because) == 1 else ''} "
-                          f"{kept} {SPLIT_NAMES[split]} example{'' if kept == 1 else 's'} "
-                          f"({counts}); expected at least {needed}{reason}")
-
-    regression = value("task") == "regression"
-    for split in SPLIT_NAMES:
-        needed, reason = 1, ""
-        if split == "train" and _batch_norm(cfg):
-            needed, reason = 2, " (norm=batch needs 2 examples per batch)"
-        elif split != "train" and regression:
-            needed, reason = 2, " (task=regression: R2 needs 2)"
-        if sizes[split] < needed:
-            fail(split, sizes[split], keys[split], needed, reason)
-    trainer, data = value("trainer") or {}, value("data") or {}
-    batch = min(data.get("batch_size", 1), sizes["train"])
-    limits = {"train": (batch, True), "val": (data.get("eval_batch_size", 1), False),
-              "test": (data.get("eval_batch_size", 1), False)}
-    for split, (size, drop_last) in limits.items():
-        key = f"limit_{split}_batches"
-        limit = trainer.get(key, 1.0)
-        if limit == 0:  # validation or test switched off
-            continue
-        kept = _kept(sizes[split], size, limit, drop_last)
-        needed = 2 if split != "train" and regression else 1
-        if kept < needed:
-            batch_key = "data.batch_size" if split == "train" else "data.eval_batch_size"
-            fail(split, kept, [f"trainer.{key}", batch_key], needed,
-                 " (task=regression: R2 needs 2)" if needed == 2 else "")

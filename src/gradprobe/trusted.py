@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from gradprobe.record import REPO, RunDirError
+from gradprobe.config import CONF_DIR
+from gradprobe.record import RunDirError
 
-CONF_DIR = REPO / "conf"
 # Targets earlier versions of conf/ declared, so their run directories and checkpoints still load.
 FORMERLY_DECLARED = frozenset({"pytorch_lightning.loggers.CSVLogger"})
 

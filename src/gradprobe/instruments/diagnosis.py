@@ -1,8 +1,8 @@
-"""A plain-words verdict on one sampled step, with remedies checked for this run's config.
+"""A plain-words verdict on one sampled step, with the remedies an ``advise`` function offers.
 
 Verdicts: ``diverged``, ``vanishing``, ``exploding``, ``collapsed``, ``dead units``,
-``saturated``, else ``healthy``; the defaults of ``THRESHOLDS`` are justified in the README
-("Diagnosis").
+``saturated``, else ``healthy``; the defaults of ``THRESHOLDS`` are justified in
+gradprobe's docs/diagnosis.md.
 
 * Vanishing and exploding are judged on the back-propagated gradient ||dL/dh|| at each block's
   output (the profile theory predicts and the papers plot), first hidden layer over last. The
@@ -25,6 +25,7 @@ vanishing, and the dead-unit share says why.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 THRESHOLDS = {
@@ -49,11 +50,12 @@ def _ratio(values: list[float]) -> float:
 
 
 def diagnose(row: Any, names: list[str], thresholds: dict[str, float],
-             context: dict[str, Any], diverged: dict[str, Any] | None = None) -> dict[str, Any]:
+             context: dict[str, Any], diverged: dict[str, Any] | None = None,
+             advise: Callable[..., list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Verdicts for one recorded step (a ``HostRow``), each with the layers it concerns;
-    ``diverged`` is the divergence guard's record (``{"step", "layer"}``) when the run diverged."""
-    from gradprobe import remedies  # (which uses this module's rules for its predictions)
-
+    ``diverged`` is the divergence guard's record (``{"step", "layer"}``) when the run diverged.
+    ``advise(found, context, thresholds)`` phrases remedies for what was found (an app's
+    business: this module knows no config)."""
     hidden = names[:-1] or names
     n = len(hidden)
     backprop = row.layers["backprop_norm"][:n]
@@ -85,7 +87,7 @@ def diagnose(row: Any, names: list[str], thresholds: dict[str, float],
                     name for name, f in zip(hidden, fractions, strict=True)
                     if f > thresholds[key]]}
     verdicts = list(found) or ["healthy"]
-    offered = remedies.remedies(found, context | {"trained": row.step > 0}, thresholds)
+    offered = advise(found, context | {"trained": row.step > 0}, thresholds) if advise else []
     weight_ratio = row.steps["grad_first_last_ratio"]
     return {"step": row.step, "verdicts": verdicts, "details": found, "first_last_ratio": ratio,
             "backprop_first_last_ratio": ratio, "weight_first_last_ratio": weight_ratio,

@@ -18,12 +18,16 @@ right after the init probe, and at the end of training. Divergence is the diverg
 (:mod:`gradprobe.instruments.guard`, one rule for every run): the trainer's ``Guard`` if it has
 one, else a private one this callback drives; it is also read at each flush (which syncs anyway),
 so the rows and the verdict of a diverged run say where it diverged.
+
+What it writes is files (``layers.csv``, ``steps.csv``, ``histograms.npz``, ``diagnosis.json``)
+and logger metrics; figures are drawn from those files after the fit
+(:func:`gradprobe.figures.draw_all`), and verdicts reach W&B through the app's publishing.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,25 +36,17 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from gradprobe.data import StepChunks
 from gradprobe.instruments import diagnosis
+from gradprobe.instruments.files import write_json
+from gradprobe.instruments.gradients import global_norm_of, record_gradients, record_update
 from gradprobe.instruments.guard import Guard
-from gradprobe.instruments.layers import find_layers
-from gradprobe.instruments.recorder import LAYER_STATS, STEP_STATS, Recorder, Row
-from gradprobe.instruments.stats import (
-    ACT_BINS,
-    ACTIVATION_STATS,
-    GRAD_BINS,
-    activation_stats,
-    bounds_of,
-    dies_of,
-    log10_abs,
-)
-from gradprobe.nets import Layer
-from gradprobe.record import write_json
+from gradprobe.instruments.hooks import record_activations, record_backprop, watch_layers
+from gradprobe.instruments.layers import Layer, find_layers
+from gradprobe.instruments.recorder import STEP_STATS, Recorder, Row
+from gradprobe.instruments.schedule import Schedule, last_step
+from gradprobe.instruments.stats import ACT_BINS, GRAD_BINS, log10_abs
 
 log = logging.getLogger("gradprobe")
-_L = {stat: i for i, stat in enumerate(LAYER_STATS)}
 _S = {stat: i for i, stat in enumerate(STEP_STATS)}
 
 
@@ -66,9 +62,10 @@ class GradientFlow(Callback):
         layers: the layers to watch; by default ``find_layers(pl_module)``.
         out_dir: where ``layers.csv``, ``steps.csv``, ``histograms.npz`` and ``diagnosis.json``
             go; by default ``<trainer.default_root_dir>/gradflow``.
-        context: the run's choices (activation, init, norm, model, optimizer, lr, ...), to
-            phrase the remedies of the diagnosis for this run.
-        figures: draw the PNG figures at the end of training.
+        context: what the run is (its config choices, ...), passed to ``advise``.
+        advise: ``advise(found, context, thresholds)`` returns remedies for the verdicts
+            found, each a dict with ``overrides``, ``why`` and ``basis`` (``"theory"`` when
+            checked); the app's :func:`gradprobe.remedies.remedies`. None: verdicts only.
         resume: continue the records in ``out_dir`` (a resumed run): their rows stay the
             history, and the init probe's verdict is read back from its row.
     """
@@ -77,18 +74,16 @@ class GradientFlow(Callback):
                  flush_every_n_samples: int = 10, saturation_margin: float = 0.05,
                  thresholds: dict[str, float] | None = None, layers: list[Layer] | None = None,
                  out_dir: str | Path | None = None, context: dict[str, Any] | None = None,
-                 figures: bool = True, resume: bool = False) -> None:
+                 advise: Callable[..., list[dict[str, Any]]] | None = None,
+                 resume: bool = False) -> None:
         super().__init__()
         self.resume = resume
-        self.every, self.hist_every = every_n_steps, histogram_every_n_steps
+        self.schedule = Schedule(every_n_steps, histogram_every_n_steps)
         self.flush_every, self.margin = flush_every_n_samples, saturation_margin
         self.thresholds = diagnosis.THRESHOLDS | dict(thresholds or {})
         self.layers, self.out_dir, self.context = layers, out_dir, dict(context or {})
-        self.figures = figures
+        self.advise = advise
         self.report: dict[str, Any] = {}
-        # this run's mean-field prediction (gradprobe.theory.for_config), drawn beside the
-        # measured profiles
-        self.prediction: dict[str, Any] | None = None
         self.diverged: dict[str, Any] | None = None
         self._row: Row | None = None
         self._weights_before: list[Tensor] | None = None
@@ -114,14 +109,13 @@ class GradientFlow(Callback):
             self.recorder.load()
             history = self.recorder.history
             if history and history[0].step == 0:
-                self.report["init"] = diagnosis.diagnose(history[0], self.names,
-                                                         self.thresholds, self.context)
-        self._last_step = last_step
+                self.report["init"] = self._diagnose(history[0])
+        self.schedule.last = last_step
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.numel = self.numel.to(pl_module.device)
         self._trainer = trainer
-        self._last_step = last_step(trainer)
+        self.schedule.last = last_step(trainer)
         for optimizer in trainer.optimizers:
             self._run_hooks.append(optimizer.register_step_post_hook(self._after_update))
         self._run_hooks.append(self.layers[0].block.register_forward_pre_hook(self._on_forward))
@@ -150,12 +144,8 @@ class GradientFlow(Callback):
     # ------------------------------------------------------------------ the sampling schedule
 
     def wants_step(self, step: int) -> bool:
-        """Whether optimizer step ``step`` is sampled (and so needs Lightning's hooks)."""
-        return step % self.every == 0 or self._histogram_step(step)
-
-    def _histogram_step(self, step: int) -> bool:
-        """Every ``hist_every`` steps, and the last step, so "at the end" is really the end."""
-        return step % self.hist_every == 0 or step == self._last_step
+        """Whether optimizer step ``step`` is sampled (the ``SamplesSteps`` protocol)."""
+        return self.schedule.wants_step(step)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
@@ -174,7 +164,7 @@ class GradientFlow(Callback):
     def new_row(self, step: int) -> Row:
         """An empty row for ``step`` on the device (with an activation histogram if due)."""
         row = self.recorder.new_row(step, self.numel.device)
-        if self._histogram_step(step):
+        if self.schedule.histogram_step(step):
             row.act_hist = torch.zeros(len(self.layers), ACT_BINS.count, dtype=torch.long,
                                        device=self.numel.device)
         return row
@@ -229,7 +219,7 @@ class GradientFlow(Callback):
                                                      self.numel)
         if not clipping:  # nothing will clip: the norm after is the same
             row.steps[_S["grad_global_norm"]] = global_norm
-        if self._histogram_step(row.step):
+        if self.schedule.histogram_step(row.step):
             row.grad_hist = GRAD_BINS.counts_per_tensor([log10_abs(g) for g in grads])
         return weight_norms
 
@@ -285,187 +275,20 @@ class GradientFlow(Callback):
         host = self.recorder.flush(loggers, write=write)
         if host and host[0].step == 0 and "init" not in self.report:
             at_init = self.diverged if self.diverged and self.diverged["step"] == 0 else None
-            self.report["init"] = diagnosis.diagnose(host[0], self.names, self.thresholds,
-                                                     self.context, diverged=at_init)
+            self.report["init"] = self._diagnose(host[0], at_init)
             if write:
                 log.info("init probe: %s", self.report["init"]["text"])
 
     def finish(self, loggers: list[Any], write: bool = True) -> None:
-        """The final diagnosis, ``diagnosis.json``, the figures, and the verdicts to W&B."""
+        """The final diagnosis and ``diagnosis.json``."""
         history = self.recorder.history
         if history:
-            self.report["final"] = diagnosis.diagnose(history[-1], self.names, self.thresholds,
-                                                      self.context, diverged=self.diverged)
+            self.report["final"] = self._diagnose(history[-1], self.diverged)
         if not write or not history:
             return
-        out_dir = self.recorder.out_dir
-        write_json(out_dir / "diagnosis.json", self.report)
+        write_json(self.recorder.out_dir / "diagnosis.json", self.report)
         log.info("diagnosis: %s", self.report["final"]["text"])
-        if self.figures:
-            from gradprobe.figures import draw_all
 
-            try:  # a figure that cannot be drawn must not fail the run that measured it
-                self.report["figures"] = [str(p) for p in draw_all(out_dir.parent,
-                                                                   self._predicted())]
-            except Exception:
-                log.exception("the gradient-flow figures could not be drawn")
-        for logger in loggers:
-            publish(logger, self.report)
-
-
-    def _predicted(self) -> dict[str, dict[str, float]] | None:
-        """The mean-field profiles per layer: the gradient norms anchored at the last hidden
-        layer's measured value at init, the pre-activation cosines as predicted."""
-        init = self.recorder.history[0] if self.recorder.history else None
-        p = self.prediction
-        if not p or not p.get("applies") or init is None or init.step != 0:
-            return None
-        last = len(p["chi1_layers"]) - 1
-        downstream = [math.prod(p["chi1_layers"][k + 1:]) ** 0.5 for k in range(last + 1)]
-        out = {"grad_norm": (init.layers["grad_norm"][last], p["relative_weight_gradients"]),
-               "backprop_norm": (init.layers["backprop_norm"][last], downstream),
-               "pre_cosine": (1.0, p.get("c_layers") or [])}
-        return {stat: {name: anchor * r for name, r in zip(self.names, profile, strict=False)}
-                for stat, (anchor, profile) in out.items()}
-
-
-def watch_layers(layers: list[Layer], backprop: list[Tensor | None],
-                 seen: list[tuple[Tensor, Tensor | None] | None], grad_scale: float = 1.0,
-                 scaler: Any = None) -> list[Any]:
-    """Forward hooks for one sampled forward pass: each layer's pre-activation and activation
-    into ``seen[j]`` (for :func:`record_activations`), and each block output's ||dL/dh|| into
-    ``backprop[j]`` when the backward reaches it, times ``grad_scale`` (gradient accumulation)
-    and divided by an AMP ``scaler``'s loss scale. Returns the handles."""
-    def on_block(j: int):
-        def hook(module: Any, inputs: Any, output: Tensor) -> None:
-            if isinstance(output, Tensor) and output.requires_grad:
-                def on_grad(grad: Tensor) -> None:
-                    norm = torch.linalg.vector_norm(grad.detach().float()) * grad_scale
-                    backprop[j] = norm / scaler._scale if scaler else norm
-                output.register_hook(on_grad)
-        return hook
-
-    def on_activation(j: int, layer: Layer):
-        def hook(module: Any, inputs: Any, output: Tensor) -> None:
-            if layer.activation is None:
-                seen[j] = (output.detach(), None)
-            else:
-                seen[j] = (inputs[0].detach(), output.detach())
-        return hook
-
-    handles = []
-    for j, layer in enumerate(layers):
-        watched = layer.activation if layer.activation is not None else layer.weight
-        handles += [layer.block.register_forward_hook(on_block(j)),
-                    watched.register_forward_hook(on_activation(j, layer))]
-    return handles
-
-
-def record_activations(row: Row, layers: list[Layer],
-                       seen: list[tuple[Tensor, Tensor | None] | None], margin: float) -> None:
-    """The activation statistics of the layers seen, computed for each group of layers with
-    the same shapes and bounds at once (and the histograms, on histogram steps)."""
-    groups: dict[tuple, list[int]] = {}
-    for j, item in enumerate(seen):
-        if item is not None:
-            pre, out = item
-            activation = layers[j].activation
-            key = (pre.shape, None if out is None else out.shape, bounds_of(activation),
-                   dies_of(activation))
-            groups.setdefault(key, []).append(j)
-    first, last = _L[ACTIVATION_STATS[0]], _L[ACTIVATION_STATS[-1]]
-    for (_, has_out, bounds, dies), index in groups.items():
-        pre = torch.stack([seen[j][0] for j in index])
-        out = torch.stack([seen[j][1] for j in index]) if has_out is not None else None
-        row.layers[first:last + 1, index] = activation_stats(pre, out, bounds, margin, dies)
-    if row.act_hist is not None:
-        index = [j for j, item in enumerate(seen) if item is not None and item[1] is not None]
-        if index:
-            row.act_hist[index] = ACT_BINS.counts_per_tensor([seen[j][1] for j in index])
-
-
-def record_backprop(row: Row, backprop: list[Tensor | None]) -> None:
-    nan = torch.tensor(math.nan, device=row.layers.device)
-    row.layers[_L["backprop_norm"]] = torch.stack([nan if n is None else n for n in backprop])
-
-
-def record_gradients(row: Row, weights: list[Tensor], grads: list[Tensor], other_grads:
-                     list[Tensor], numel: Tensor) -> tuple[Tensor, Tensor]:
-    """Per layer ||g||, ||W||, ratio and mean |g|, and the first/last hidden ratio and global
-    norm (every gradient: ``grads`` of the layer weights plus ``other_grads``) into ``row``.
-    One fused norm over all gradients. Returns the global norm and the weight norms."""
-    all_norms = norms_of(grads + other_grads)
-    norms = all_norms[:len(grads)]
-    weight_norms = norms_of(weights)
-    row.layers[_L["grad_norm"]] = norms
-    row.layers[_L["weight_norm"]] = weight_norms
-    row.layers[_L["grad_ratio"]] = norms / weight_norms
-    row.layers[_L["grad_mean_abs"]] = norms_of(grads, 1) / numel
-    row.steps[_S["grad_first_last_ratio"]] = norms[0] / norms[max(len(weights) - 2, 0)]
-    global_norm = torch.linalg.vector_norm(all_norms)
-    row.steps[_S["grad_global_norm_preclip"]] = global_norm
-    return global_norm, weight_norms
-
-
-def norms_of(tensors: list[Tensor], ord: int = 2) -> Tensor:
-    """One fused norm per tensor, accumulated in at least float32: a float16 (``16-true``)
-    gradient's norm would overflow to inf at 65504."""
-    dtype = torch.promote_types(tensors[0].dtype, torch.float32) if tensors else torch.float32
-    return torch.stack(torch._foreach_norm(tensors, ord, dtype=dtype))
-
-
-def record_update(row: Row, weights: list[Tensor], before: list[Tensor],
-                  weight_norms: Tensor) -> None:
-    """||dW|| / ||W|| of the update just applied, per layer."""
-    change = norms_of(torch._foreach_sub(weights, before))
-    row.layers[_L["update_ratio"]] = change / weight_norms
-
-
-def last_step(trainer: pl.Trainer) -> int:
-    """The run's last optimizer step (-1: unknown), for a histogram at the very end. A loader
-    whose batches are chunks of several steps (``data.StepChunks``) says how many per epoch."""
-    chunks = getattr(trainer.train_dataloader, "batch_sampler", None)
-    if not isinstance(chunks, StepChunks):
-        total = trainer.estimated_stepping_batches
-        return int(total) - 1 if math.isfinite(total) else -1
-    return last_step_of(chunks.batches, trainer.max_epochs, trainer.max_steps)
-
-
-def last_step_of(batches_per_epoch: int, max_epochs: int, max_steps: int) -> int:
-    """The last step of a run of one step per batch (-1 when neither limit is set)."""
-    total = batches_per_epoch * max_epochs if max_epochs > 0 else math.inf
-    if max_steps >= 0:
-        total = min(total, max_steps)
-    return int(total) - 1 if math.isfinite(total) else -1
-
-
-def global_norm_of(params: list[Tensor]) -> Tensor:
-    grads = [p.grad for p in params if p.grad is not None]
-    return torch.linalg.vector_norm(norms_of(grads))
-
-
-def first_nonfinite_layer(layers: list[Layer]) -> str | None:
-    """The first layer, in depth order, whose weights or gradients are not finite."""
-    for tensors in ([lay.weight.weight for lay in layers],
-                    [lay.weight.weight.grad for lay in layers]):
-        for layer, t in zip(layers, tensors, strict=True):
-            if t is not None and not bool(torch.isfinite(t).all()):
-                return layer.name
-    return None
-
-
-def publish(logger: Any, report: dict[str, Any]) -> None:
-    """The verdicts into the W&B run summary and the figures as W&B images."""
-    from pytorch_lightning.loggers import WandbLogger
-
-    if not isinstance(logger, WandbLogger):
-        return
-    summary = logger.experiment.summary
-    for moment in ("init", "final"):
-        if moment in report:
-            summary[f"diagnosis/{moment}"] = ", ".join(report[moment]["verdicts"])
-            summary[f"diagnosis/{moment}_text"] = report[moment]["text"]
-            summary[f"backprop/first_last_ratio_{moment}"] = report[moment]["first_last_ratio"]
-            summary[f"grad/first_last_ratio_{moment}"] = report[moment]["weight_first_last_ratio"]
-    for path in report.get("figures", []):
-        logger.log_image(key=f"figures/{Path(path).stem}", images=[path])
+    def _diagnose(self, row: Any, diverged: dict[str, Any] | None = None) -> dict[str, Any]:
+        return diagnosis.diagnose(row, self.names, self.thresholds, self.context, diverged,
+                                  self.advise)

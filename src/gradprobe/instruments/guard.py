@@ -13,7 +13,7 @@ gradient ratio of 0/0 are diagnoses of a run that still trains, however badly.
 **Why the loss.** It is the one quantity every run has at every step, monitored or not, without
 extra device work. A non-finite gradient at step ``s`` makes that update, hence the weights and
 the loss of step ``s + 1``, non-finite: the rule sees it one step later, but the same way whether
-or not an instrument samples gradients -- so a solo run, the same run with ``monitor=off`` and an
+or not an instrument samples gradients -- so a solo run, the same run with ``gradflow=off`` and an
 ensemble member (which applies this same :class:`Divergence` to each member's losses) get the same
 status and the same step.
 
@@ -49,6 +49,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
+
+from gradprobe.instruments.layers import Layer, find_layers
 
 log = logging.getLogger("gradprobe")
 
@@ -138,13 +140,21 @@ def all_finite(tensors: Iterable[Tensor]) -> Tensor:
     return torch.stack(checks).all() if checks else torch.tensor(True)
 
 
-def first_nonfinite_layer(pl_module: pl.LightningModule) -> str | None:
+def first_nonfinite_in(layers: list[Layer]) -> str | None:
     """The first layer, in depth order, whose weights or gradients are not finite."""
-    from gradprobe.instruments.gradient_flow import first_nonfinite_layer as first_in
-    from gradprobe.instruments.layers import find_layers
+    for tensors in ([lay.weight.weight for lay in layers],
+                    [lay.weight.weight.grad for lay in layers]):
+        for layer, t in zip(layers, tensors, strict=True):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                return layer.name
+    return None
 
+
+def first_nonfinite_layer(pl_module: pl.LightningModule) -> str | None:
+    """The first layer of the module, in depth order, whose weights or gradients are not
+    finite."""
     try:
-        return first_in(find_layers(pl_module))
+        return first_nonfinite_in(find_layers(pl_module))
     except ValueError:  # no layers to name
         return None
 

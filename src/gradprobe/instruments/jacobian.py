@@ -19,9 +19,8 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 from torch.func import jacrev, vmap
 
-from gradprobe.data import StepChunks
-from gradprobe.instruments.layers import find_layers
-from gradprobe.nets import Layer
+from gradprobe.instruments.layers import Layer, find_layers
+from gradprobe.instruments.schedule import batch_inputs
 
 log = logging.getLogger("gradprobe")
 
@@ -66,9 +65,7 @@ class JacobianSpectrum(Callback):
     @torch.no_grad()
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loader = trainer.train_dataloader
-        x = trainer.strategy.batch_to_device(next(iter(loader)))[0]
-        if isinstance(loader.batch_sampler, StepChunks):  # (steps, batch, ...): its first batch
-            x = x[0]
+        x = batch_inputs(trainer.strategy.batch_to_device(next(iter(loader))), loader)
         x = x[: self.examples]
         layers = find_layers(pl_module)
         was_training = pl_module.training

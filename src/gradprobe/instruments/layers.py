@@ -1,10 +1,28 @@
-"""Which layers an instrument watches: the model's own depth-ordered list, or a discovered one."""
+"""The one contract between networks and instruments: a depth-ordered list of :class:`Layer`.
+
+A network that lists its layers (``layers()``) gets every instrument; any other model is
+searched for its Linear/Conv modules.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from gradprobe.nets import Layer, layer_name
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    weight: nn.Module  # Linear or Conv1d: the parameters whose gradients are measured
+    activation: nn.Module | None
+    block: nn.Module  # its output is the layer's hidden state h
+
+
+def layer_name(index: int, depth: int) -> str:
+    """``layer_01`` ... zero-padded to the depth, so names sort in depth order."""
+    return f"layer_{index:0{max(2, len(str(depth)))}d}"
+
 
 WEIGHT_BEARING = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

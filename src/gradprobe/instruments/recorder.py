@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gradprobe.instruments.files import atomic_file
 from gradprobe.instruments.stats import ACT_BINS, ACTIVATION_STATS, GRAD_BINS
-from gradprobe.record import atomic_file
 
 GRADIENT_STATS = ("grad_norm", "weight_norm", "grad_ratio", "grad_mean_abs", "backprop_norm")
 LAYER_STATS = (*GRADIENT_STATS, "update_ratio", *ACTIVATION_STATS)

@@ -2,29 +2,33 @@
 
 (Hydra loads launchers only from the ``hydra_plugins`` package, hence this module's home.)
 
-A Hydra launcher (torch-free to import). Every job is first set up as the basic launcher sets it
-up (its numbered directory, ``.hydra`` record, log file); jobs whose configs agree on everything
-but their free keys (``seed``, the ``init`` group, ``optimizer.lr``) then train together, at most
-``max_members`` at a time, by :mod:`gradprobe.ensemble`. A job an ensemble cannot reproduce
-exactly runs alone, in turn, as the basic launcher would run it, and the log says why.
+A launcher on Hydra's public plugin API (``Launcher``, ``hydra.core.utils.run_job``), torch-free
+to import. Every job is first set up as Hydra's basic launcher sets it up (its numbered
+directory, job config, log file); jobs whose configs agree on everything but their free keys
+(``seed``, the ``init`` group, ``optimizer.lr``) then train together, at most ``max_members`` at
+a time, by :mod:`gradprobe.ensemble`. A job an ensemble cannot reproduce exactly runs alone, in
+turn, through the ordinary task function, as the basic launcher would run it; the log says why.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradprobe.cli import NAN, choices_of, objective_of
+from gradprobe.cli import NAN, objective_of
+from gradprobe.config import choices_of
 from gradprobe.record import hydra_record, record_failure
 from gradprobe.schema import ConfigError, validate
-from gradprobe.sweep import previous_result
+from gradprobe.sweep.resume import previous_result
 
 log = logging.getLogger("gradprobe")
 FREE_KEYS = ("seed", "init", "run_name", "threads", "sweep", "resume")  # may differ in a group
@@ -48,7 +52,7 @@ def solo_reason(cfg: DictConfig) -> str | None:
         "batch norm (running statistics)": "BatchNorm" in str(cfg.norm.get("_target_")),
         "gradient accumulation": trainer.accumulate_grad_batches > 1,
         "gradient clipping": bool(trainer.gradient_clip_val),
-        "the Jacobian probe": cfg.monitor.get("jacobian_examples", 0) > 0,
+        "the Jacobian probe": cfg.gradflow.get("jacobian_examples", 0) > 0,
         "a resumed run": bool(cfg.get("resume")),
         "a precision other than 32-true": str(trainer.precision) not in ("32-true", "32"),
         "an accelerator other than cpu or gpu": trainer.accelerator not in ("cpu", "gpu",
@@ -57,37 +61,54 @@ def solo_reason(cfg: DictConfig) -> str | None:
     return next((reason for reason, applies in reasons.items() if applies), None)
 
 
-class EnsembleLauncher(BasicLauncher):
+class EnsembleLauncher(Launcher):
     """Hydra launcher; ``max_members`` caps one ensemble (memory grows with it)."""
 
     def __init__(self, max_members: int = 64) -> None:
         super().__init__()
         self.max_members = max_members
-        self._members: list[tuple[JobReturn | None, Any]] = []
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+        self._jobs: list[tuple[JobReturn, Any]] = []  # (its Hydra return, the member)
+        self._member: Any = None  # the member the job being set up became, if any
 
-    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.task_function = task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        """Set every job up in turn (solo ones run then), then train the ensembles."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("Setting up %d jobs; same-shape ones train as ensembles", len(job_overrides))
-        returns = []
-        for idx, overrides in enumerate(job_overrides, initial_job_idx):
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = sweep_config.hydra.job.num = idx
-            returns.append(run_job(hydra_context=self.hydra_context, task_function=self._set_up,
-                                   config=sweep_config, job_dir_key="hydra.sweep.dir",
-                                   job_subdir_key="hydra.sweep.subdir"))
-            if self._members and self._members[-1][0] is None:
-                self._members[-1] = (returns[-1], self._members[-1][1])
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        returns = [self._launch_job(idx, overrides)
+                   for idx, overrides in enumerate(job_overrides, initial_job_idx)]
         self._train_groups()
         return returns
 
+    def _launch_job(self, idx: int, overrides: Sequence[str]) -> JobReturn:
+        """One job through Hydra's ``run_job`` (its directory, job config and log file), as
+        the basic launcher runs it, with :meth:`_set_up` as its task function."""
+        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(
+            self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = sweep_config.hydra.job.num = idx
+        job = run_job(hydra_context=self.hydra_context, task_function=self._set_up,
+                      config=sweep_config, job_dir_key="hydra.sweep.dir",
+                      job_subdir_key="hydra.sweep.subdir")
+        if self._member is not None:
+            self._jobs.append((job, self._member))
+            self._member = None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return job
+
     def _set_up(self, cfg: DictConfig) -> Any:
-        """The task function of the set-up pass: a job to vectorize is recorded for later;
+        """The task function of the set-up pass: a job to vectorize is kept for later;
         any other job runs now, through the ordinary task function."""
         from gradprobe.ensemble import Member
 
@@ -109,17 +130,19 @@ class EnsembleLauncher(BasicLauncher):
             return NAN
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         group = str(Path(hydra_cfg.sweep.dir).resolve())
-        self._members.append((None, Member(resolved, run_dir, choices, overrides, group,
-                                           hydra=hydra_record(hydra_cfg, cfg))))
+        self._member = Member(resolved, run_dir, choices, overrides, group,
+                              hydra=hydra_record(hydra_cfg, cfg))
         return NAN  # replaced by the objective once the ensemble has trained
 
     def _train_groups(self) -> None:
+        """Same-key jobs in ensembles of at most ``max_members``; a failed ensemble is
+        recorded in its members' summaries and the sweep goes on."""
         from gradprobe.ensemble import train
 
         groups: dict[str, list[tuple[JobReturn, Any]]] = {}
-        for job, member in self._members:
+        for job, member in self._jobs:
             groups.setdefault(group_key(member.cfg), []).append((job, member))
-        self._members = []
+        self._jobs = []
         for jobs in groups.values():
             for start in range(0, len(jobs), self.max_members):
                 chunk = jobs[start:start + self.max_members]

@@ -1,0 +1,192 @@
+"""An ensemble's run: each member's records opened, one ``pl.Trainer`` fits and tests the
+:class:`~gradprobe.ensemble.module.EnsembleModule`, then each member's results are published to
+its own loggers and closed into its own ``summary.json`` (:mod:`gradprobe.outcome`, as a solo
+run's)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gradprobe import outcome, publish, record
+from gradprobe.build import build_network, loss_and_metrics, predict_init
+from gradprobe.callbacks import build_gradflow, build_loggers, close_loggers
+from gradprobe.data import Splits
+from gradprobe.ensemble.callback import MemberInstruments
+from gradprobe.ensemble.data import EnsembleDataModule
+from gradprobe.ensemble.module import EnsembleModule, member_key
+from gradprobe.ensemble.records import (
+    MemberCheckpointIO,
+    MemberLogs,
+    member_checkpoints,
+    solo_hparams,
+)
+from gradprobe.instruments import GradientFlow, guard, log_histograms
+from gradprobe.sweep.placement import place_job
+
+log = logging.getLogger("gradprobe")
+
+
+@dataclass
+class Member:
+    """One job of an ensemble: its composed config and Hydra record, and what it measured."""
+
+    cfg: DictConfig
+    run_dir: Path
+    choices: dict[str, str]
+    overrides: list[str]
+    group: str | None = None
+    hydra: dict[str, Any] | None = None  # Hydra's record of the job (record.hydra_record)
+    info: dict[str, Any] = field(default_factory=dict)  # record.start's part of the summary
+    logs: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, metrics)
+    metrics: dict[str, float] = field(default_factory=dict)
+    gradflow: GradientFlow | None = None
+    prediction: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0
+    steps: int = 0
+    stopped_at: int | None = None  # the step at which a diverged member stopped counting
+    diverged: dict[str, Any] | None = None  # the divergence guard's record, as a solo run's
+
+
+def train(members: list[Member]) -> list[dict[str, Any]]:
+    """Train and test the members together; returns (and writes) each one's ``summary.json``."""
+    started = time.time()
+    place_job(members[0].cfg, {"threads": members[0].cfg.get("threads")})  # as a solo job's
+    opened: list[Member] = []
+    try:
+        for member in members:
+            member.info = record.start(member.cfg, member.run_dir, member.choices,
+                                       member.overrides, hydra=member.hydra)
+            opened.append(member)
+            member.info |= {"threads": torch.get_num_threads(),
+                            "ensemble": {"members": len(members),
+                                         "run_dirs": [str(m.run_dir) for m in members]}}
+        results = fit_and_test(members)
+    except BaseException as err:
+        for member in opened:
+            record.finish(member.run_dir, member.info | outcome.ended(err, started))
+        raise
+    return [outcome.finish(m.run_dir, m.info | result, started)
+            for m, result in zip(members, results, strict=True)]
+
+
+def fit_and_test(members: list[Member]) -> list[dict[str, Any]]:
+    """One Trainer, configured as a solo run's (``cfg.trainer``), fits the ensemble and tests
+    the members that did not diverge; then each member is published, one at a time."""
+    cfg = members[0].cfg
+    splits: Splits = instantiate(cfg.data.source)
+    module = build_module(members, splits)
+    for member in members:
+        member.gradflow = build_gradflow(member.cfg, member.choices, member.run_dir,
+                                       member.prediction, member.overrides)
+    validating = cfg.trainer.limit_val_batches != 0
+    checkpoints = [c for i, m in enumerate(members)
+                   for c in member_checkpoints(i, m.run_dir, validating)]
+    hparams = [solo_hparams(m.cfg, splits.input_shape, splits.num_outputs) for m in members]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, default_root_dir=str(members[0].run_dir), logger=MemberLogs(members),
+        callbacks=[*checkpoints, MemberInstruments(members, **guard.settings(cfg))],
+        plugins=[MemberCheckpointIO(module, members, hparams)], enable_progress_bar=False,
+        enable_model_summary=False)
+    datamodule = EnsembleDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
+                                    [m.cfg.seed for m in members])
+    trainer.fit(module, datamodule=datamodule)
+    live = [(i, m) for i, m in enumerate(members) if m.stopped_at is None]
+    if live:  # no test on non-finite weights, as alone
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    for i, member in live:
+        member.metrics |= outcome.metrics_of(trainer.callback_metrics, member_key(i, ""))
+        member.epochs, member.steps = trainer.current_epoch, trainer.global_step
+    results = []
+    for i, member in enumerate(members):
+        status = outcome.status_of(member.diverged)
+        publish_member(member, status, len(members))
+        best = next((c for c in checkpoints if c.member == i and c.monitor), None)
+        results.append(outcome.summary(
+            status=status, metrics=member.metrics, best=best, epochs=member.epochs,
+            steps=member.steps, num_parameters=module.num_parameters,
+            prediction=member.prediction, gradflow=member.gradflow, diverged=member.diverged))
+    return results
+
+
+def build_module(members: list[Member], splits: Splits) -> EnsembleModule:
+    """Each member's network drawn as alone (its seed, its builder), then stacked."""
+    nets = []
+    for member in members:
+        pl.seed_everything(member.cfg.seed, workers=True, verbose=False)
+        net = build_network(member.cfg, splits.input_shape, splits.num_outputs)
+        member.prediction = predict_init(member.cfg, member.choices, net, splits)
+        nets.append(net)
+    cfg = members[0].cfg
+    loss, _ = loss_and_metrics(cfg.task, splits.num_outputs)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return EnsembleModule(nets, loss, plain["optimizer"], plain["scheduler"] or None,
+                          [m.cfg.optimizer.lr for m in members])
+
+
+# ---------------------------------------------------------------------- each member's results
+
+
+def publish_member(member: Member, status: str, size: int) -> None:
+    """What the member logged and measured, in step order, to its own loggers; then its
+    diagnosis, figures and theory, as a solo run publishes them after its fit. One member at
+    a time, so each has its own W&B run; its verdicts go to its own ``train.log``."""
+    loggers = build_loggers(member.cfg, member.run_dir, member.choices, member.overrides,
+                            member.group, member.info.get("wandb_id"))
+    gradflow = member.gradflow
+    with own_log(member.run_dir / "train.log"):
+        try:
+            log.info("trained in an ensemble of %d jobs (summary.json lists their run dirs)",
+                     size)
+            if gradflow is not None and "init" in gradflow.report:
+                log.info("init probe: %s", gradflow.report["init"]["text"])
+            replay(member, loggers)
+            if gradflow is not None:
+                gradflow.finish(loggers)
+            outcome.measured_ratio(gradflow, member.prediction)
+            publish.results(loggers, member.run_dir, gradflow.report if gradflow else None,
+                            member.prediction, figures=member.cfg.gradflow.get("figures", True))
+        finally:
+            close_loggers(loggers, status)
+
+
+def replay(member: Member, loggers: list) -> None:
+    """The member's kept metrics and gradient-flow rows (and histograms), in step order."""
+    rows = list(member.logs)
+    gradflow = member.gradflow
+    if gradflow is not None:
+        gradflow.flush([])
+        rows += [(r.step, gradflow.recorder.metrics(r)) for r in gradflow.recorder.history]
+    for step, metrics in sorted(rows, key=lambda row: row[0]):
+        for logger in loggers:
+            logger.log_metrics(metrics, step=step)
+    if gradflow is not None:
+        recorder = gradflow.recorder
+        for k, step in enumerate(recorder.hist_steps):
+            for logger in loggers:
+                log_histograms(logger, step, recorder.layer_names, recorder.grad_hists[k],
+                               recorder.act_hists[k])
+
+
+@contextmanager
+def own_log(path: Path) -> Iterator[None]:
+    """gradprobe's log lines also into ``path`` (a member's ``train.log``) meanwhile."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - "
+                                           "%(message)s"))
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
