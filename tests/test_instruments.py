@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import itertools
+import json
 import math
 import statistics
 from functools import partial
@@ -322,3 +323,16 @@ def test_pairwise_cosine_matches_every_pair_by_brute_force() -> None:
         assert float(measured[g]) == pytest.approx(statistics.fmean(pairs), abs=1e-6)
     assert float(measured[2]) > 0.9  # a large common offset: the examples alike
     assert math.isnan(float(pairwise_cosine(x[:, :1])[0]))
+
+
+def test_on_a_foreign_model_it_writes_files_the_figures_are_drawn_from(tmp_path) -> None:
+    """The callback alone (no app): records and a verdict without remedies (those are the
+    app's, passed in as ``advise``); the figures come from the files afterwards."""
+    from gradprobe.figures import draw_all
+
+    flow, _, _ = train(foreign_net(), tmp_path, accumulate=1, clip=None)
+    report = json.loads((tmp_path / "gradflow" / "diagnosis.json").read_text())
+    assert report["final"]["verdicts"] and report["final"]["remedies"] == []
+    assert not (tmp_path / "gradflow" / "figures").exists()
+    paths = draw_all(tmp_path)
+    assert paths and all(p.stat().st_size > 0 for p in paths)
