@@ -45,8 +45,8 @@ def close_loggers(loggers: list, status: str) -> None:
 
 
 def build_gradflow(cfg: DictConfig, choices: dict[str, str], run_dir: Path,
-                  prediction: dict[str, Any] | None = None, overrides: list[str] | None = None,
-                  resuming: bool = False) -> GradientFlow | None:
+                   prediction: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                   resuming: bool = False) -> GradientFlow | None:
     """The ``gradflow`` group's instrument (``GradientFlow``), told the run's choices, overrides
     (to write each remedy as a whole command) and mean-field inputs (to check the remedies)."""
     settings = OmegaConf.to_container(cfg.gradflow, resolve=True)

@@ -84,7 +84,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, splits: Splits, info: dict[str,
     prediction = predict_init(cfg, choices, module.net, splits)
     loggers = build_loggers(cfg, run_dir, choices, overrides, group, info.get("wandb_id"))
     gradflow = build_gradflow(cfg, choices, run_dir, prediction, overrides,
-                            resuming=resumed is not None)
+                              resuming=resumed is not None)
     examples = cfg.gradflow.get("jacobian_examples", 0) if cfg.gradflow.enabled else 0
     jacobian = JacobianSpectrum(examples, run_dir / "gradflow") if examples else None
     callbacks = build_callbacks(run_dir, interactive, gradflow, jacobian,

@@ -115,7 +115,7 @@ class MemberInstruments(Callback):
         for i, member in self._live():
             if sampled and self._before[i] is not None:
                 member.gradflow.measure_update(self._rows[i], pl_module.weights(i),
-                                              self._before[i], self._norms[i])
+                                               self._before[i], self._norms[i])
         self._rows = None
         self.rule.add(self._step, outputs["member_losses"][None])  # a reference: no device work
         if sampled or trainer.global_step >= self._next_check:

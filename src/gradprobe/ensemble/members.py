@@ -26,6 +26,7 @@ from gradprobe.ensemble.callback import MemberInstruments
 from gradprobe.ensemble.data import EnsembleDataModule
 from gradprobe.ensemble.module import EnsembleModule, member_key
 from gradprobe.ensemble.records import (
+    LAST,
     MemberCheckpointIO,
     MemberLogs,
     member_checkpoints,
@@ -88,19 +89,19 @@ def fit_and_test(members: list[Member]) -> list[dict[str, Any]]:
     module = build_module(members, splits)
     for member in members:
         member.gradflow = build_gradflow(member.cfg, member.choices, member.run_dir,
-                                       member.prediction, member.overrides)
+                                         member.prediction, member.overrides)
     validating = cfg.trainer.limit_val_batches != 0
-    checkpoints = [c for i, m in enumerate(members)
-                   for c in member_checkpoints(i, m.run_dir, validating)]
+    checkpoints = member_checkpoints([m.run_dir for m in members]) if validating else []
     hparams = [solo_hparams(m.cfg, splits.input_shape, splits.num_outputs) for m in members]
     trainer: pl.Trainer = instantiate(
         cfg.trainer, default_root_dir=str(members[0].run_dir), logger=MemberLogs(members),
         callbacks=[*checkpoints, MemberInstruments(members, **guard.settings(cfg))],
         plugins=[MemberCheckpointIO(module, members, hparams)], enable_progress_bar=False,
-        enable_model_summary=False)
+        enable_model_summary=False, enable_checkpointing=bool(checkpoints))
     datamodule = EnsembleDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
                                     [m.cfg.seed for m in members])
     trainer.fit(module, datamodule=datamodule)
+    trainer.save_checkpoint(Path(members[0].run_dir) / "checkpoints" / f"{LAST}.ckpt")
     live = [(i, m) for i, m in enumerate(members) if m.stopped_at is None]
     if live:  # no test on non-finite weights, as alone
         trainer.test(module, datamodule=datamodule, verbose=False)

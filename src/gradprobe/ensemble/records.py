@@ -4,9 +4,10 @@
   ``members/<i>/<key>`` at the steps it logs a solo run's keys; this logger hands member ``i``
   its ``<key>`` rows (with Lightning's ``epoch``) and keeps them, to be written to the member's
   own loggers after training, one member at a time (W&B allows one run at a time).
-* :class:`MemberCheckpoint` callbacks, two per member (``last``, and ``best`` by its
-  ``val/loss``), let Lightning decide when each member's checkpoints are saved, and
-  :class:`MemberCheckpointIO` writes the member's slice into its run directory as a solo
+* :class:`MemberCheckpoint` callbacks (each member's ``best`` by its own ``val/loss``) let
+  Lightning decide when those are saved; ``last.ckpt`` (final weights) is saved once, for every
+  member, by ``trainer.save_checkpoint`` after the fit. :class:`MemberCheckpointIO`
+  writes a member's slice into its run directory as a solo
   ``GradprobeModule`` checkpoint (``gradprobe.build.load_module`` reads it; it has no optimizer
   state, so a member cannot be resumed).
 """
@@ -25,6 +26,7 @@ from gradprobe.checkpoints import AtomicCheckpointIO
 from gradprobe.ensemble.module import EnsembleModule, member_key
 
 MEMBER_KEY = re.compile(r"members/(\d+)/(.+)")
+LAST = "last"  # ``last.ckpt``: saved for every member at once
 
 
 class MemberLogs(Logger):
@@ -61,10 +63,10 @@ class MemberLogs(Logger):
 
 
 class MemberCheckpoint(ModelCheckpoint):
-    """A ``ModelCheckpoint`` into member ``member``'s folder (its state key names the
-    member: Lightning wants every stateful callback's key unique)."""
+    """A ``ModelCheckpoint`` for member ``member`` (None: every member); its state key names
+    the member, as Lightning wants every stateful callback's key unique."""
 
-    def __init__(self, member: int, **kwargs: Any) -> None:
+    def __init__(self, member: int | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.member = member
 
@@ -73,18 +75,14 @@ class MemberCheckpoint(ModelCheckpoint):
         return f"{super().state_key}[member {self.member}]"
 
 
-def member_checkpoints(i: int, run_dir: Path, validating: bool) -> list[MemberCheckpoint]:
-    """As a solo run's: ``last.ckpt`` after every epoch (after its validation), and with
-    validation the best by the member's ``val/loss``."""
-    folder = run_dir / "checkpoints"
-    last = MemberCheckpoint(i, dirpath=folder, filename="last", monitor=None, save_top_k=1,
-                            enable_version_counter=False)
-    if not validating:
-        return [last]
-    best = MemberCheckpoint(i, dirpath=folder, filename="best-epoch{epoch:03d}",
-                            auto_insert_metric_name=False, monitor=member_key(i, "val/loss"),
-                            mode="min", enable_version_counter=False)
-    return [last, best]
+def member_checkpoints(run_dirs: list[Path]) -> list[MemberCheckpoint]:
+    """Each member's best by its own ``val/loss``, as a solo run's (a member has no optimizer
+    state of its own, so it is never resumed: its ``last.ckpt`` is written once, at the end)."""
+    return [MemberCheckpoint(i, dirpath=Path(run_dir) / "checkpoints",
+                             filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+                             monitor=member_key(i, "val/loss"), mode="min",
+                             enable_version_counter=False)
+            for i, run_dir in enumerate(run_dirs)]
 
 
 def solo_hparams(cfg: DictConfig, input_shape: tuple[int, ...],
@@ -111,10 +109,14 @@ class MemberCheckpointIO(AtomicCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
-        i = self.owners[Path(path).parent.resolve()]
-        if self.members[i].stopped_at is not None:
-            return
+        path = Path(path)
+        every = path.stem == LAST  # the final weights of every member, diverged or not
+        owners = range(len(self.members)) if every else [self.owners[path.parent.resolve()]]
         keep = ("epoch", "global_step", "pytorch-lightning_version")
-        own = {"state_dict": self.module.member_state_dict(i),
-               "hyper_parameters": self.hparams[i]} | {k: checkpoint[k] for k in keep}
-        super().save_checkpoint(own, path, storage_options)
+        for i in owners:
+            if not every and self.members[i].stopped_at is not None:
+                continue
+            own = {"state_dict": self.module.member_state_dict(i),
+                   "hyper_parameters": self.hparams[i]} | {k: checkpoint[k] for k in keep}
+            target = Path(self.members[i].run_dir) / "checkpoints" / path.name
+            super().save_checkpoint(own, target, storage_options)
