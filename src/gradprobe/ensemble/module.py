@@ -26,6 +26,9 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from gradprobe.instruments.guard import first_nonfinite
+from gradprobe.instruments.schedule import SamplesSteps
+
 Watch = Callable[[int], AbstractContextManager]
 
 
@@ -123,11 +126,8 @@ class EnsembleModule(pl.LightningModule):
 
     def first_bad_layer(self, i: int) -> str | None:
         """Member ``i``'s first layer, in depth order, with non-finite weights or gradients."""
-        for tensors in (self.weights(i), self.weights(i, grad=True)):
-            for layer, t in zip(self.layers, tensors, strict=True):
-                if not bool(torch.isfinite(t).all()):
-                    return layer.name
-        return None
+        return first_nonfinite([layer.name for layer in self.layers], self.weights(i),
+                               self.weights(i, grad=True))
 
     # ------------------------------------------------------------------ forward
 
@@ -146,10 +146,11 @@ class EnsembleModule(pl.LightningModule):
         return torch.stack(outputs)
 
     def _watch(self, step: int) -> Watch | None:
-        """The ``watch_member`` of a callback that samples this step, if any."""
+        """The ``watch_member`` of a callback that samples this step (the instruments'
+        ``SamplesSteps`` protocol), if any."""
         for callback in self.trainer.callbacks:
-            wants = getattr(callback, "wants_step", None)
-            if callable(wants) and hasattr(callback, "watch_member") and wants(step):
+            if (isinstance(callback, SamplesSteps) and hasattr(callback, "watch_member")
+                    and callback.wants_step(step)):
                 return callback.watch_member
         return None
 

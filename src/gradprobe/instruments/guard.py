@@ -50,7 +50,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from gradprobe.instruments.layers import Layer, find_layers
+from gradprobe.instruments.layers import find_layers
 
 log = logging.getLogger("gradprobe")
 
@@ -140,13 +140,14 @@ def all_finite(tensors: Iterable[Tensor]) -> Tensor:
     return torch.stack(checks).all() if checks else torch.tensor(True)
 
 
-def first_nonfinite_in(layers: list[Layer]) -> str | None:
-    """The first layer, in depth order, whose weights or gradients are not finite."""
-    for tensors in ([lay.weight.weight for lay in layers],
-                    [lay.weight.weight.grad for lay in layers]):
-        for layer, t in zip(layers, tensors, strict=True):
+def first_nonfinite(names: list[str], weights: list[Tensor],
+                    grads: list[Tensor | None]) -> str | None:
+    """The first layer, in depth order, whose weights (else, whose gradients) are not finite;
+    a per-layer loop with host syncs, run once, when a run has diverged."""
+    for tensors in (weights, grads):
+        for name, t in zip(names, tensors, strict=True):
             if t is not None and not bool(torch.isfinite(t).all()):
-                return layer.name
+                return name
     return None
 
 
@@ -154,9 +155,11 @@ def first_nonfinite_layer(pl_module: pl.LightningModule) -> str | None:
     """The first layer of the module, in depth order, whose weights or gradients are not
     finite."""
     try:
-        return first_nonfinite_in(find_layers(pl_module))
+        layers = find_layers(pl_module)
     except ValueError:  # no layers to name
         return None
+    weights = [layer.weight.weight for layer in layers]
+    return first_nonfinite([layer.name for layer in layers], weights, [w.grad for w in weights])
 
 
 class Guard(Callback):
