@@ -164,8 +164,8 @@ def test_cli_bad_value_is_refused_fast_without_torch(tmp_path: Path, monkeypatch
     print(f"refused in {seconds:.2f} s with interpreter start")
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines() == [
-        "config error: trainer.limit_val_batches=-1 is not allowed; expected a fraction in "
-        "[0.0, 1.0] or a number of batches >= 0 (an integer; 0: no validation)"]
+        "config error: trainer.limit_val_batches=-1 is not allowed; expected null (all), a "
+        "fraction in [0.0, 1.0] or a number of batches >= 0 (an integer; 0: no validation)"]
     assert seconds < 1.5
     # the control: with the same environment, importing torch does fail
     probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True,

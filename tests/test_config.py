@@ -20,7 +20,8 @@ GROUP_OPTIONS = sorted(
 def test_every_group_has_options() -> None:
     groups = {g for g, _ in GROUP_OPTIONS}
     assert groups == {"data", "model", "activation", "norm", "init", "optimizer", "scheduler",
-                      "accelerator", "logger", "experiment", "gradflow", "hparams_search"}
+                      "accelerator", "logger", "experiment", "gradflow", "hparams_search",
+                      "callbacks", "debug"}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -37,7 +38,8 @@ def test_defaults() -> None:
     cfg, choices = compose_config([])
     assert choices == {"data": "mnist1d", "model": "mlp", "activation": "relu", "norm": "none",
                        "init": "default", "optimizer": "adam", "scheduler": "none",
-                       "accelerator": "cpu", "gradflow": "default"}  # none for a list option
+                       "accelerator": "cpu", "gradflow": "default",
+                       "callbacks": "default"}  # none for a list option
     assert cfg.seed == 0 and cfg.task == "classification"
     assert set(cfg.logger) == {"csv", "wandb"} and cfg.logger.wandb.mode == "offline"
 

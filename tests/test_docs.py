@@ -233,7 +233,7 @@ def program(argv: list[str]) -> list[str]:
     """The documented program as it is installed here (this interpreter, this checkout)."""
     if argv[0] == "python":
         argv = [sys.executable, *argv[1:]]
-        if len(argv) > 1 and (argv[1] == "train.py" or argv[1].startswith("scripts/")):
+        if len(argv) > 1 and (argv[1] in ("train.py", "eval.py") or argv[1].startswith("scripts/")):
             argv[1] = str(REPO / argv[1])
     elif argv[0] == "pip":
         argv = [sys.executable, "-m", "pip", *argv[1:]]

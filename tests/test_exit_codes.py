@@ -62,8 +62,9 @@ def test_a_signal_ends_a_run_as_interrupted_with_128_plus_n(tmp_path, sig) -> No
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert summary["error"] == f"interrupted by {sig.name}"
-    assert err.strip().splitlines()[-1] == (f"interrupted by {sig.name} (recorded in its "
-                                            f"summary.json): {run_dir}")
+    assert err.strip().splitlines()[-2:] == [
+        f"interrupted by {sig.name} (recorded in its summary.json): {run_dir}",
+        f"continue it with: python train.py resume={run_dir}"]
     assert lock_holder(run_dir) is None  # the run is no longer live: it can be resumed
 
 

@@ -12,6 +12,7 @@ import copy
 import csv
 import itertools
 import json
+import logging
 import math
 import statistics
 from functools import partial
@@ -77,6 +78,19 @@ def gradprobe_net(activation: type[nn.Module]) -> nn.Module:
 def foreign_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def foreign_sigmoid_net() -> nn.Module:
+    """A user's Sequential: sigmoids, a nested block with a LayerNorm before its activation and
+    dropout after it; large biases pin some first-layer units near 1 (saturated)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Sigmoid(),
+                        nn.Sequential(nn.Linear(6, 6), nn.LayerNorm(6), nn.Sigmoid(),
+                                      nn.Dropout(0.0)),
+                        nn.Linear(6, 3))
+    with torch.no_grad():
+        net[0].bias[:2] = 10.0
+    return net
 
 
 def train(net: nn.Module, tmp_path: Path, accumulate: int, clip: float | None,
@@ -159,8 +173,10 @@ def brute_force_step(net: nn.Module, layers: list, micro_batches: list, before: 
     return expected
 
 
-def activation_expectations(out: torch.Tensor, bounded: bool, dies: bool) -> dict[str, float]:
-    """Dead units only for ReLU, on a probe of at least 32 examples (else not reported)."""
+def activation_expectations(out: torch.Tensor, bounds: tuple[float, float] | None,
+                            dies: bool) -> dict[str, float]:
+    """Dead units only for ReLU, on a probe of at least 32 examples (else not reported);
+    saturated units only for a bounded activation (its output range ``bounds``)."""
     values = out.detach().flatten().tolist()
     units = out.detach().T.tolist()
     exp = {"act_mean": statistics.fmean(values), "act_std": statistics.stdev(values),
@@ -168,9 +184,10 @@ def activation_expectations(out: torch.Tensor, bounded: bool, dies: bool) -> dic
            "act_neg_frac": sum(v < 0 for v in values) / len(values)}
     if dies and len(out) >= 32:
         exp["act_dead_frac"] = sum(all(v <= 0 for v in u) for u in units) / len(units)
-    if bounded:
+    if bounds:
+        low, high = bounds
         exp["act_saturated_frac"] = sum(
-            all(v + 1 < MARGIN or 1 - v < MARGIN for v in u) for u in units) / len(units)
+            all(v - low < MARGIN or high - v < MARGIN for v in u) for u in units) / len(units)
     return exp
 
 
@@ -186,17 +203,23 @@ SCENARIOS = [
     pytest.param("relu", 2, 0.05, 32, id="relu-dead-accumulate2-clipped"),
     pytest.param("relu", 1, None, 16, id="relu-probe-too-small-for-dead"),
     pytest.param("foreign", 3, None, 8, id="plain-sequential-accumulate3"),
+    pytest.param("foreign-sigmoid", 1, None, 8, id="plain-sequential-sigmoid-nested-norm"),
 ]
+BOUNDS = {"tanh": (-1.0, 1.0), "foreign-sigmoid": (0.0, 1.0)}
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "foreign": nn.ReLU,
+               "foreign-sigmoid": nn.Sigmoid}
 
 
 @pytest.mark.parametrize(("kind", "accumulate", "clip", "batch"), SCENARIOS)
 def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip, batch) -> None:
     net = {"tanh": lambda: gradprobe_net(nn.Tanh), "relu": lambda: gradprobe_net(nn.ReLU),
-           "foreign": foreign_net}[kind]()
+           "foreign": foreign_net, "foreign-sigmoid": foreign_sigmoid_net}[kind]()
     initial = copy.deepcopy(net)
     flow, capture, module = train(net, tmp_path, accumulate, clip, batch)
     layers = flow.layers
     assert [lay.name for lay in layers][-1] == "output"
+    # every hidden layer has its activation: a user's Sequential as well as gradprobe's nets
+    assert all(isinstance(lay.activation, ACTIVATIONS[kind]) for lay in layers[:-1])
     layer_positions = positions(net, layers)
     rows = read_csv(tmp_path / "gradflow" / "layers.csv")
     step_rows = {int(r["step"]): r for r in read_csv(tmp_path / "gradflow" / "steps.csv")}
@@ -232,11 +255,11 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip, b
             assert float(log_row["grad/norm/" + lay.name]) == pytest.approx(exp["grad_norm"],
                                                                              rel=1e-5)
             if exp["out"] is not None:
-                expect = activation_expectations(exp["out"], kind == "tanh",
-                                                 dies=kind == "relu")
+                expect = activation_expectations(exp["out"], BOUNDS.get(kind),
+                                                 dies=ACTIVATIONS[kind] is nn.ReLU)
                 for stat, value in expect.items():
                     assert float(row[stat]) == pytest.approx(value, rel=1e-4, abs=1e-7), stat
-                if kind != "tanh":
+                if kind not in BOUNDS:
                     assert row["act_saturated_frac"] == ""  # unbounded: not applicable
                 if "act_dead_frac" not in expect:  # not ReLU, or too few examples
                     assert row["act_dead_frac"] == ""
@@ -262,7 +285,7 @@ def test_every_statistic_matches_brute_force(tmp_path, kind, accumulate, clip, b
                     assert hist["act_counts"][k, j].tolist() == want.tolist()
             n_checked += 1
     assert n_checked == 4 * len(layers)
-    if kind == "tanh":
+    if kind in BOUNDS:
         assert any(float(r["act_saturated_frac"] or 0) > 0 for r in rows)
     if kind == "relu" and batch >= 32:
         assert any(float(r["act_dead_frac"] or 0) > 0 for r in rows)
@@ -326,13 +349,127 @@ def test_pairwise_cosine_matches_every_pair_by_brute_force() -> None:
 
 
 def test_on_a_foreign_model_it_writes_files_the_figures_are_drawn_from(tmp_path) -> None:
-    """The callback alone (no app): records and a verdict without remedies (those are the
-    app's, passed in as ``advise``); the figures come from the files afterwards."""
+    """The callback alone (no app): records and a verdict, with remedies in general words at
+    most (the app's are its overrides, passed in as ``advise``); the figures come from the
+    files afterwards, activation distributions included (the ReLUs are found)."""
     from gradprobe.figures import draw_all
 
     flow, _, _ = train(foreign_net(), tmp_path, accumulate=1, clip=None)
     report = json.loads((tmp_path / "gradflow" / "diagnosis.json").read_text())
-    assert report["final"]["verdicts"] and report["final"]["remedies"] == []
+    assert report["final"]["verdicts"]
+    assert all("=" not in r["overrides"].split("(")[0] for r in report["final"]["remedies"])
     assert not (tmp_path / "gradflow" / "figures").exists()
     paths = draw_all(tmp_path)
     assert paths and all(p.stat().st_size > 0 for p in paths)
+    assert "activations.png" in {p.name for p in paths}
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_a_plain_sigmoid_sequential_gets_its_saturation_verdict_said_through_lightning(
+        tmp_path, caplog) -> None:
+    """The documented use: ``GradientFlow()`` with its defaults on a LightningModule around a
+    plain ``nn.Sequential`` of sigmoids whose N(0, 100) biases pin most units to a bound
+    (N(0, 1) weights): the activations are found, the
+    saturated units measured, the verdict given with general remedies and said where
+    Lightning's own messages go (no logging set up for ``gradprobe``), and the activation
+    figure drawn."""
+    from gradprobe.figures import draw_all
+    from gradprobe.instruments.gradient_flow import GradientFlow
+
+    caplog.set_level(logging.WARNING, logger="gradprobe")  # as in a script: nobody shows INFO
+    caplog.set_level(logging.INFO, logger="pytorch_lightning")  # Lightning's own default
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.Sigmoid(), nn.Linear(32, 32), nn.Sigmoid(),
+                        nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 3))
+    for module in net:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=1.0)
+            nn.init.normal_(module.bias, std=10.0)
+    x, y = torch.randn(64, 16), torch.randint(0, 3, (64,))
+    flow = GradientFlow()
+    said = Collect()
+    lightning = logging.getLogger("pytorch_lightning")
+    lightning.addHandler(said)
+    try:
+        trainer = pl.Trainer(max_steps=3, logger=False, callbacks=[flow],
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=tmp_path)
+        trainer.fit(Classifier(net), DataLoader(TensorDataset(x, y), batch_size=32))
+    finally:
+        lightning.removeHandler(said)
+    assert [type(lay.activation) for lay in flow.layers] == [nn.Sigmoid] * 3 + [type(None)]
+    rows = read_csv(tmp_path / "gradflow" / "layers.csv")
+    hidden = [r for r in rows if r["step"] == "0" and r["layer"] != "output"]
+    assert all(r["act_mean"] and r["act_saturated_frac"] for r in hidden)
+    init = flow.report["init"]
+    assert "saturated" in init["verdicts"], init["text"]
+    assert any("ReLU" in r["overrides"] for r in init["remedies"]), init["remedies"]
+    assert f"init probe: {init['text']}" in said.lines, said.lines
+    assert f"diagnosis: {flow.report['final']['text']}" in said.lines
+    assert "activations.png" in {p.name for p in draw_all(tmp_path)}
+
+
+def test_under_an_app_that_shows_info_the_verdict_goes_to_the_gradprobe_log(tmp_path,
+                                                                             caplog) -> None:
+    caplog.set_level(logging.INFO, logger="gradprobe")
+    flow, _, _ = train(foreign_net(), tmp_path, accumulate=1, clip=None)
+    said = [r.getMessage() for r in caplog.records if r.name == "gradprobe"]
+    assert f"diagnosis: {flow.report['final']['text']}" in said
+
+
+def test_the_callbacks_defaults_are_the_apps() -> None:
+    """One value each: ``GradientFlow()`` samples like ``python train.py`` does."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from gradprobe.config import CONF_DIR
+    from gradprobe.instruments.diagnosis import THRESHOLDS
+    from gradprobe.instruments.gradient_flow import GradientFlow
+
+    app = OmegaConf.load(CONF_DIR / "gradflow" / "default.yaml")
+    defaults = {k: v.default for k, v in inspect.signature(GradientFlow).parameters.items()}
+    for key in ("every_n_steps", "histogram_every_n_steps", "flush_every_n_samples",
+                "saturation_margin"):
+        assert defaults[key] == app[key], key
+    assert dict(app.thresholds) == THRESHOLDS
+
+
+def test_discovery_pairs_each_weight_with_the_activation_after_it() -> None:
+    """Norms and dropout between a weight and its activation are passed over; nested
+    Sequentials are read in order; an activation module used twice, one called in a custom
+    forward, and softmax are not paired."""
+    from gradprobe.instruments.layers import find_layers, is_activation
+
+    shared = nn.Tanh()
+
+    class Custom(nn.Module):  # its activation is a function call: nothing to pair
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.relu(self.fc(x))
+
+    net = nn.Sequential(
+        nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.Dropout(0.1), nn.GELU(), nn.Flatten(),
+        nn.Sequential(nn.Linear(8, 4), nn.Sequential(nn.LayerNorm(4), nn.LeakyReLU())),
+        nn.Linear(4, 4), shared, nn.Linear(4, 4), shared, Custom(),
+        nn.Linear(4, 4), nn.Hardtanh(), nn.Linear(4, 3), nn.Softmax(dim=1))
+    layers = find_layers(net)
+    kinds = [None if lay.activation is None else type(lay.activation) for lay in layers]
+    assert kinds == [nn.GELU, nn.LeakyReLU, None, None, None, nn.Hardtanh, None]
+    assert all(lay.block is (lay.activation or lay.weight) for lay in layers)
+    assert all(is_activation(m()) for m in (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.SiLU, nn.ELU,
+                                            nn.SELU, nn.Softplus, nn.Softsign, nn.Mish,
+                                            nn.PReLU, nn.Hardtanh, nn.ReLU6, nn.CELU))
+    assert not any(is_activation(m) for m in (nn.Softmax(dim=1), nn.LayerNorm(3), nn.Linear(2, 2),
+                                              nn.MultiheadAttention(4, 1)))

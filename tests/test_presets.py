@@ -8,7 +8,12 @@ import os
 import subprocess
 import sys
 
-from conftest import DATA_DIR, REPO
+import pytest
+
+from conftest import CONF_DIR, DATA_DIR, REPO
+
+COMPARISONS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")
+                     if "sweeper:" in p.read_text())
 
 
 def preset(tmp_path, name: str, *overrides: str) -> list[dict]:
@@ -20,6 +25,42 @@ def preset(tmp_path, name: str, *overrides: str) -> list[dict]:
                          env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
     assert out.returncode == 0, out.stderr[-3000:]
     return [json.loads(p.read_text()) for p in tmp_path.glob("*/summary.json")]
+
+
+def hydra_node(*overrides: str):
+    """Hydra's own node as ``python train.py <overrides>`` (no -m) composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from gradprobe.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra
+
+
+@pytest.mark.parametrize("name", COMPARISONS)
+def test_a_comparison_preset_is_a_multirun_without_dash_m(name) -> None:
+    """A preset that sweeps (hydra.sweeper.params) sets hydra.mode=MULTIRUN, so
+    ``python train.py experiment=<name>`` runs its whole comparison, not one half of it;
+    hydra.mode=RUN on the command line still runs one cell."""
+    from hydra.types import RunMode
+
+    assert hydra_node(f"experiment={name}").mode == RunMode.MULTIRUN
+    assert hydra_node(f"experiment={name}", "hydra.mode=RUN").mode == RunMode.RUN
+    assert hydra_node().mode != RunMode.MULTIRUN  # the default experiment stays a single run
+
+
+def test_a_comparison_preset_runs_all_its_jobs_without_dash_m(tmp_path) -> None:
+    """The real command, at toy size: he2015_depth30 without -m trains both inits."""
+    out = subprocess.run([sys.executable, "train.py", "experiment=he2015_depth30", "seed=0",
+                          "data=digits", "model.depth=2", "model.width=8", "trainer.max_steps=2",
+                          "logger=csv", "gradflow=off", "sweep.report=false",
+                          f"hydra.sweep.dir={tmp_path}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=os.environ | {"GRADPROBE_DATA_DIR": DATA_DIR})
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = [json.loads(p.read_text()) for p in tmp_path.glob("*/summary.json")]
+    assert sorted(j["choices"]["init"] for j in jobs) == ["kaiming_normal", "xavier_normal"]
 
 
 def pick(jobs: list[dict], **wanted: str) -> dict:

@@ -12,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,9 @@ def test_markdown_and_html(sweep) -> None:
         assert f"(report_figures/{name})" in md
     page = (root / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(FIGURES)
-    assert "<table>" in page and ERROR in page and "9 runs: 7 completed" in page
+    assert '<table class="sortable">' in page and ERROR in page and "9 runs: 7 completed" in page
+    assert "Axes: model.depth (x) and activation (y), the keys these runs vary." in md
+    assert "| [3](3/) | diverged | relu | 6 | 1 | nan |" in md  # the runs table, linked
 
 
 def test_single_runs_are_found_at_any_depth(tmp_path: Path) -> None:
@@ -280,5 +283,129 @@ def test_main(sweep, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     out = tmp_path / "out"
     assert main([str(root), "--out", str(out), "--axes", "activation", "model.depth"]) == 0
     assert (out / "report.md").exists() and (out / "report.html").exists()
-    assert "9 runs: 7 completed, 1 diverged, 1 failed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "9 runs: 7 completed, 1 diverged, 1 failed" in printed
+    assert "Axes: activation (x) and model.depth (y), as asked." in printed
     assert main([str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit) as too_many:
+        main([str(root), "--out", str(out), "--axes", "activation", "model.depth", "seed"])
+    assert too_many.value.code == 2
+
+
+def set_val_acc(run_dir: Path, acc: float) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["metrics"]["val/acc"] = acc
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_an_lr_by_seed_ensemble_is_drawn_over_lr_with_seeds_averaged(tmp_path: Path) -> None:
+    """The README's ensemble (seed x optimizer.lr) varies lr and seed: lr is the one axis (a
+    one-row heatmap), seeds are averaged, and nothing is drawn over depth x activation."""
+    lrs = ("1e-3", "3e-3", "1e-2")
+    for job, (seed, lr) in enumerate(itertools.product(range(4), lrs)):
+        run_dir = make_run(tmp_path / str(job), "relu", 3, seed,
+                           overrides=[f"seed={seed}", f"optimizer.lr={lr}"])
+        set_val_acc(run_dir, float(lr) * 10 + seed / 100)
+    result = build_report(tmp_path)
+    assert result["axes"].keys == ("optimizer.lr",) and result["axes"].averaged == ["seed"]
+    assert set(result["figures"]) == set(FIGURES)
+    agg = {r["optimizer.lr"]: r for r in read_csv(tmp_path / "aggregate.csv")}
+    assert set(agg) == set(lrs) and {r["n_runs"] for r in agg.values()} == {"4"}
+    assert float(agg["3e-3"]["val/acc_mean"]) == pytest.approx(0.03 + 0.015)
+    md = (tmp_path / "report.md").read_text()
+    assert "Axes: optimizer.lr (x), the keys these runs vary. Seeds are replicates" in md
+    assert "Final validation metric by optimizer.lr" in md
+    assert "model.depth (x)" not in md
+
+
+def test_depth_by_activation_is_still_drawn_over_both(sweep) -> None:
+    _, result = sweep
+    assert result["axes"].keys == ("model.depth", "activation")  # numbers on x on a tie
+    assert result["axes"].averaged == ["seed"]
+
+
+def test_a_three_key_sweep_draws_the_two_with_most_values_and_says_so(tmp_path: Path) -> None:
+    grid = itertools.product(("relu", "sigmoid"), (3, 6, 9), ("1e-3", "1e-2"))
+    for job, (act, depth, lr) in enumerate(grid):
+        make_run(tmp_path / str(job), act, depth, 0,
+                 overrides=[f"activation={act}", f"model.depth={depth}", f"optimizer.lr={lr}"])
+    result = build_report(tmp_path)
+    axes = result["axes"]
+    assert (axes.keys, axes.averaged) == (("model.depth", "optimizer.lr"), ["activation"])
+    assert set(result["figures"]) == set(FIGURES)
+    md = (tmp_path / "report.md").read_text()
+    assert ("Axes: model.depth (x) and optimizer.lr (y), the keys these runs vary. Also varied, "
+            "and averaged over in the heatmaps: activation (pass --axes to choose others).") in md
+    asked = build_report(tmp_path, axes=("activation",), out=tmp_path / "asked")["axes"]
+    assert (asked.keys, asked.chosen) == (("activation",), False)
+    assert set(asked.averaged) == {"model.depth", "optimizer.lr"}
+
+
+def test_seed_is_an_axis_only_when_nothing_else_varies(tmp_path: Path) -> None:
+    for seed in range(3):
+        make_run(tmp_path / str(seed), "relu", 3, seed, overrides=[f"seed={seed}"])
+    result = build_report(tmp_path)
+    assert result["axes"].keys == ("seed",) and "heatmap_val_acc.png" in result["figures"]
+    make_run(tmp_path / "one" / "0", "relu", 3, 0)
+    alone = build_report(tmp_path / "one")
+    assert alone.get("axes").keys == ()
+    assert "vary in no configuration key" in alone["skipped"]["heatmap_val_acc.png"]
+
+
+class Page(HTMLParser):
+    """The tables of report.html: their classes, header cells, and each body row's links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict] = []
+        self.scripts: list[str] = []
+        self._in_script = self._in_body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        if tag == "table":
+            self.tables.append({"class": attr.get("class"), "th": [], "rows": []})
+        elif tag == "th":
+            self.tables[-1]["th"].append(attr.get("class"))
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.tables[-1]["rows"].append([])
+        elif tag == "a" and self._in_body:
+            self.tables[-1]["rows"][-1].append(attr["href"])
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_body = self._in_body and tag != "tbody"
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts.append(data)
+
+
+@pytest.mark.parametrize("elsewhere", [False, True])
+def test_html_tables_sort_and_link_every_row_to_its_run(tmp_path: Path, elsewhere: bool) -> None:
+    root = make_sweep(tmp_path / "sweep")
+    figures = root / "2" / "gradflow" / "figures"
+    figures.mkdir()
+    for name in ("heatmap.png", "profile.png"):
+        (figures / name).write_bytes(PNG)
+    (root / "2" / "train.log").write_text("log\n")
+    out = tmp_path / "elsewhere" / "report" if elsewhere else root
+    page_path = build_report(root, out=out)["report_html"]
+    page = Page()
+    page.feed(page_path.read_text())
+    assert page.scripts and "sort" in "".join(page.scripts) and "http" not in "".join(page.scripts)
+    configurations, runs = page.tables
+    for table in page.tables:
+        assert table["class"] == "sortable" and set(table["th"]) == {"sortable"}
+        assert table["rows"] and all(table["rows"])  # every row links somewhere
+        for href in itertools.chain(*table["rows"]):
+            assert not href.startswith(("/", "http", "file:")), href
+            assert (page_path.parent / href).exists(), href
+    assert len(configurations["rows"]) == 4 and len(runs["rows"]) == 9
+    linked = {(page_path.parent / h).resolve() for h in runs["rows"][2]}
+    assert {root.resolve() / "2", root.resolve() / "2" / "summary.json",
+            root.resolve() / "2" / "train.log", (figures / "heatmap.png").resolve(),
+            (figures / "profile.png").resolve()} <= linked

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,48 @@ def test_theory_cli_prints_the_prediction(capsys, tmp_path) -> None:
     out = capsys.readouterr().out
     assert "phase: chaotic" in out and "chi_1(q*) = 1.04" in out
     assert (tmp_path / "phase.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["activation=swish"], ["activation=swish", "allowed:", "tanh", "sigmoid"]),
+    (["experiment=nope"], ["experiment=nope", "he2015_depth30"]),
+    (["model.detph=3"], ["model.detph=3", "not a key"]),
+    (["foo=bar"], ["foo=bar", "not a key"]),
+    (["model.depth=3=4"], ["'model.depth=3=4'", "key=value"]),
+    (["activation"], ["'activation'", "key=value"]),
+    (["model.depth=abc"], ["model.depth='abc'", "integer >= 1"]),
+    (["init=meanfield", "init.sigma_w2=-1"], ["init.sigma_w2=-1", "number > 0"]),
+    (["model=resmlp"], ["model=resmlp", "model=mlp"]),
+    (["norm=batch"], ["norm=batch", "norm=none"]),
+    (["norm=layer"], ["norm=layer", "norm=none"]),
+    (["--q-input", "abc"], ["--q-input", "'abc'"]),
+    (["--q-input", "nan"], ["--q-input=nan", "number > 0"]),
+    (["--q-input", "-1"], ["--q-input=-1", "number > 0"]),
+    (["--c-input", "2"], ["--c-input=2", "[-1, 1]"]),
+    (["--bogus"], ["--bogus", "--help"]),
+    (["--phase-diagram", "/nonexistent/phase.png"], ["--phase-diagram", "writable"]),
+])
+def test_theory_cli_refuses_in_one_line(capsys, args, expected) -> None:
+    """Every value the command cannot use: one line on stderr naming it, exit 2, no output."""
+    with pytest.raises(SystemExit) as end:
+        main(args)
+    out, err = capsys.readouterr()
+    assert end.value.code == 2 and out == ""
+    assert err.count("\n") == 1 and all(word in err for word in expected), err
+
+
+def test_theory_cli_refuses_without_importing_torch() -> None:
+    """A config the theory does not cover (norm=batch used to build a network first, ~20 s)
+    and an unknown option are refused before torch is imported."""
+    code = ("import sys\nfrom gradprobe.theory.__main__ import main\n"
+            "for args in (['norm=batch'], ['activation=swish'], ['model=cnn1d']):\n"
+            "    try:\n        main(args)\n    except SystemExit as end:\n"
+            "        assert end.code == 2, end.code\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stderr.splitlines()) == 3, done.stderr
 
 
 def backprop_norms(run_dir: Path) -> list[float]:

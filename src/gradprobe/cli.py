@@ -18,9 +18,9 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from gradprobe import interrupt
+from gradprobe import console, interrupt
 from gradprobe.config import CONF_DIR, choices_of, register_resolvers
 from gradprobe.record import RunDirError, hydra_record, is_rank_zero, record_failure
 from gradprobe.resume import config_to_resume
@@ -28,7 +28,8 @@ from gradprobe.schema import ConfigError, DataError, validate
 from gradprobe.sweep.callback import SweepSummary
 from gradprobe.sweep.jobs import stop_jobs, summarize
 from gradprobe.sweep.placement import threads_per_job
-from gradprobe.sweep.resume import previous_result
+from gradprobe.sweep.resume import previous_result, recorded_threads
+from gradprobe.wandb_check import check_wandb_login
 
 NAN = float("nan")
 REFUSALS = (ConfigError, DataError, RunDirError)
@@ -50,6 +51,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
         cfg = config_to_resume(Path(resume), overrides)
         cfg.resume = resume
     validate(cfg)
+    check_wandb_login(cfg)  # online W&B without a key: refused now, not after set-up
+    if cfg.get("print_config"):
+        console.echo(OmegaConf.to_yaml(cfg, resolve=True).rstrip())
     from gradprobe.run import execute  # heavy imports (torch, Lightning) only after validation
 
     return execute(cfg, Path(run_dir), choices, overrides, interactive=interactive(),
@@ -63,9 +67,28 @@ def stop_interrupted(run_dir: Path, sweeping: bool) -> None:
         os._exit(interrupt.exit_code())
     if sweeping:
         raise KeyboardInterrupt(interrupt.signal_name())
-    print(f"interrupted by {interrupt.signal_name()} (recorded in its summary.json): "
-          f"{run_dir}", file=sys.stderr)
+    print(interrupt.told(run_dir, command()), file=sys.stderr)
     sys.exit(interrupt.exit_code())
+
+
+def command() -> str:
+    """How this command was started: ``python train.py`` or the installed script's name."""
+    script = sys.argv[0]
+    return f"python {script}" if script.endswith(".py") else Path(script).name
+
+
+def fail(err: Exception, run_dir: Path) -> None:
+    """A single run that failed: the traceback into its ``train.log``, one line naming the
+    error and the log on stderr, exit 1. Without a log file (job logging off) the traceback
+    goes to stderr."""
+    log.error("run failed", exc_info=err, extra=console.LOG_ONLY)
+    where = console.log_file()
+    if where is None:
+        raise err
+    text = str(err).strip()
+    print(f"failed: {type(err).__name__}{': ' + text.splitlines()[0] if text else ''} "
+          f"(traceback in {where})", file=sys.stderr)
+    sys.exit(1)
 
 
 def refuse(err: Exception, run_dir: Path, resuming: bool) -> None:
@@ -87,6 +110,8 @@ def _hydra_main(cfg: DictConfig) -> float:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir, choices = Path(hydra_cfg.runtime.output_dir), choices_of(hydra_cfg)
     overrides = list(hydra_cfg.overrides.task)
+    console.setup(bool(cfg.get("verbose")), hydra_cfg.job.num if sweeping else None,
+                  online=console.online(cfg))
     interrupt.install()
     if sweeping:
         interrupt.end_with_parent()
@@ -94,14 +119,15 @@ def _hydra_main(cfg: DictConfig) -> float:
         try:
             done = previous_result(run_dir, overrides)
         except ValueError as err:
-            print(err, file=sys.stderr)
+            console.echo(str(err), sys.stderr)
             return NAN
         if done is not None:  # printed, not logged: a finished job's log stays as it was
-            print(f"already {done['status']}, skipped: {run_dir}")
+            console.echo(f"already {done['status']}, skipped: {run_dir}")
             return objective_of(done, cfg)
     try:
-        job = {"number": hydra_cfg.job.num if sweeping else None,
-               "threads": cfg.get("threads") or threads_per_job(hydra_cfg.get("launcher"))}
+        job = {"number": hydra_cfg.job.num if sweeping else None,  # threads: placement.py
+               "share": threads_per_job(hydra_cfg.get("launcher")),
+               "recorded": recorded_threads(run_dir) if sweeping and cfg.sweep.resume else None}
         summary = train(cfg, run_dir, choices, overrides,
                         group=str(Path(hydra_cfg.sweep.dir).resolve()) if sweeping else None,
                         job=job, hydra=hydra_record(hydra_cfg, cfg))
@@ -114,15 +140,15 @@ def _hydra_main(cfg: DictConfig) -> float:
             log.error("%s", err)
             record_failure(cfg, run_dir, choices, overrides, str(err))
             return NAN
-        if not sweeping or not isinstance(err, Exception):
+        if not isinstance(err, Exception):
             raise
+        if not sweeping:
+            fail(err, run_dir)
         log.exception("job failed (recorded in its summary.json); the sweep goes on")
         return NAN
     if not is_rank_zero():
         return NAN
-    shown = {k: round(v, 4) for k, v in summary["metrics"].items() if k.startswith("test/")}
-    log.info("%s in %.1f s: %s -> %s", summary["status"], summary["wall_time_s"], shown,
-             summary["run_dir"])
+    console.finished(summary)
     return objective_of(summary, cfg)
 
 

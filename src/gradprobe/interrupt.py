@@ -4,7 +4,8 @@ SIGTERM (``kill``, schedulers), SIGHUP (a closed terminal) and SIGINT (Ctrl-C) r
 ``KeyboardInterrupt`` in the main thread. Lightning turns that into a graceful stop (callbacks'
 ``on_exception``: the instruments write the rows they measured), the run records status
 ``interrupted`` with the signal's name, and the process exits ``128 + signal number``, as shells
-report a process a signal ended (Lightning alone exits 0 after SIGTERM).
+report a process a signal ended (Lightning alone exits 0 after SIGTERM). A single run then says
+so on stderr, with the command that resumes it (:func:`told`).
 
 A sweep's job in a worker process (joblib, submitit_local) also ends when the sweep's main
 process dies, even by ``kill -9``: it would otherwise train on and then hang writing its result
@@ -15,6 +16,7 @@ reads ``/proc``).
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import threading
 import time
@@ -52,6 +54,18 @@ def signal_name() -> str | None:
 def exit_code() -> int:
     """128 + the signal's number; 130 (as for Ctrl-C) when no signal was recorded."""
     return 128 + (received or signal.SIGINT)
+
+
+def told(run_dir: Path, command: str) -> str:
+    """What a single run a signal ended says on stderr: that it was interrupted, where, and the
+    command that continues it from its newest checkpoint (``resume=<run dir>``)."""
+    said = f"interrupted by {signal_name() or 'SIGINT'}"
+    if not (run_dir / "summary.json").is_file():  # before the run wrote its record
+        return f"{said} before the run started; nothing was recorded"
+    said = f"{said} (recorded in its summary.json): {run_dir}"
+    if not any((run_dir / "checkpoints").glob("*.ckpt")):
+        return f"{said}\nno checkpoint yet, nothing to resume: run the command again"
+    return f"{said}\ncontinue it with: {command} {shlex.quote(f'resume={run_dir}')}"
 
 
 def mark_sweep_process() -> None:

@@ -26,12 +26,22 @@ def metrics_of(callback_metrics: Mapping[str, Any], prefix: str = "") -> dict[st
     return record.numbers(picked)
 
 
+def best_path(checkpoint: Any | None) -> str | None:
+    """The best checkpoint's file in this run's own folder, if it is there: a resumed run's
+    ``ModelCheckpoint`` keeps the path its checkpoint recorded, which names the old folder when
+    the run directory was moved or copied."""
+    if checkpoint is None or not checkpoint.best_model_path:
+        return None
+    path = Path(checkpoint.dirpath) / Path(checkpoint.best_model_path).name
+    return str(path) if path.is_file() else None
+
+
 def best_of(checkpoint: Any | None) -> dict[str, Any]:
     """The best ``val/loss`` and its file, from the ``ModelCheckpoint`` that monitors it."""
     if checkpoint is None:
         return {"val/loss": None, "checkpoint": None}
     return {"val/loss": record.number(checkpoint.best_model_score),
-            "checkpoint": checkpoint.best_model_path or None}
+            "checkpoint": best_path(checkpoint)}
 
 
 def measured_ratio(gradflow: Any | None, prediction: dict[str, Any]) -> None:
@@ -44,11 +54,15 @@ def measured_ratio(gradflow: Any | None, prediction: dict[str, Any]) -> None:
 def summary(*, status: str, metrics: dict[str, float], best: Any | None, epochs: int,
             steps: int, num_parameters: int, prediction: dict[str, Any],
             gradflow: Any | None = None, diverged: dict[str, Any] | None = None,
-            jacobian: dict[str, Any] | None = None) -> dict[str, Any]:
+            jacobian: dict[str, Any] | None = None,
+            tested_on: str | None = None) -> dict[str, Any]:
     """The result part of ``summary.json`` (``record.start`` wrote the rest). ``best`` is the
-    ``ModelCheckpoint`` monitoring ``val/loss`` (or None); ``gradflow`` the ``GradientFlow``."""
+    ``ModelCheckpoint`` monitoring ``val/loss`` (or None); ``gradflow`` the ``GradientFlow``;
+    ``tested_on`` the weights ``test/*`` measured (``best``, ``last``; None: not tested, see
+    :mod:`gradprobe.tested`)."""
     out = {"status": status, "metrics": metrics, "best": best_of(best), "epochs": epochs,
-           "steps": steps, "num_parameters": num_parameters, "theory": prediction}
+           "steps": steps, "num_parameters": num_parameters, "tested_on": tested_on,
+           "theory": prediction}
     if jacobian is not None:
         out["jacobian"] = jacobian
     if gradflow is not None:

@@ -63,14 +63,17 @@ def theory_summary(prediction: dict[str, Any]) -> dict[str, Any]:
     return {f"theory/{k}": prediction[k] for k in THEORY_KEYS if k in prediction}
 
 
-def sweep_report(result: dict[str, Any], sweep_dir: Path, wandb_cfg: Any) -> None:
-    """The report's figures and runs table as one W&B run named "sweep report"."""
+def sweep_report(result: dict[str, Any], sweep_dir: Path, wandb_cfg: Any,
+                 verbose: bool = False) -> None:
+    """The report's figures and runs table as one W&B run named "sweep report"; W&B's own
+    console lines only when ``verbose`` (as in the jobs, gradprobe.console)."""
     import wandb
 
     rows = result["rows"]
     columns = sorted({key for row in rows for key in row})
     run = wandb.init(project=wandb_cfg.project, mode=wandb_cfg.mode, dir=str(sweep_dir),
-                     group=str(sweep_dir.resolve()), name="sweep report", job_type="report")
+                     group=str(sweep_dir.resolve()), name="sweep report", job_type="report",
+                     settings=wandb.Settings(silent=not verbose))
     run.log({f"report/{Path(name).stem}": wandb.Image(str(path))
              for name, path in result["figures"].items()}
             | {"report/runs": wandb.Table(columns=columns, data=[

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -125,10 +126,13 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
         info["resumed_at"] = [*previous.get("resumed_at", []), now()]
         info["resumed_from"] = [*previous.get("resumed_from", []), resumed]
         info["resume_overrides"] = cfg.get("resume_overrides") or []
+        info["rerun"] = rerun_command([*(previous.get("overrides") or []),
+                                       *info["resume_overrides"]], cfg.get("threads"))
     else:
         write_atomic(run_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         info = {"run_dir": str(run_dir), "seed": cfg.seed, "choices": choices,
-                "overrides": overrides, "command": command_line(), "started_at": now(),
+                "overrides": overrides, "command": command_line(),
+                "rerun": rerun_command(overrides, cfg.get("threads")), "started_at": now(),
                 "wandb_id": uuid.uuid4().hex[:8]}
     if hydra:
         folder = run_dir / (f".hydra/resumed-{time.strftime('%Y%m%d-%H%M%S')}" if resumed
@@ -238,3 +242,17 @@ def now() -> str:
 
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+def rerun_command(overrides: list[str], threads: Any) -> str:
+    """The command that trains this job again, alone, with the same config, seed and threads
+    (``summary.json: rerun``): its own overrides (a sweep job's, without the sweep's keys; a
+    resume's changes replacing the keys they set) and the thread count it trained with."""
+    kept: dict[str, str] = {}
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in ("threads", "resume") and not key.startswith(("sweep.", "hydra")):
+            kept.pop(key, None)
+            kept[key] = override
+    threads_set = [f"threads={threads}"] if threads is not None else []
+    return shlex.join(["python", "train.py", *kept.values(), *threads_set])

@@ -22,15 +22,16 @@ from gradprobe.record import RESOLVED_CONFIG, RESUMABLE, RunDirError, lock_holde
 
 # What a resume may change: how far to train, and the machine's share. Anything else would make
 # the continued run a different experiment from the one its first half recorded.
-CHANGEABLE = ("trainer.max_epochs", "trainer.max_steps", "threads")
+CHANGEABLE = ("trainer.max_epochs", "trainer.max_steps", "threads", "verbose", "print_config")
 IGNORED = ("resume",)  # the resume key itself; hydra.* overrides are Hydra's, not the run's
 
 
 def config_to_resume(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
-    """The resolved config the run saved when it started, with the earlier resumes' and this
-    command's changeable overrides applied. Refuses (RunDirError, one line) a directory that is
-    not a resumable gradprobe run, one a live process holds, a config naming foreign code, and
-    any other override."""
+    """The resolved config the run saved when it started (its ``threads`` too: a resume trains
+    with the recorded count unless this command sets ``threads=``), with the earlier resumes'
+    and this command's changeable overrides applied. Refuses (RunDirError, one line) a
+    directory that is not a resumable gradprobe run, one a live process holds, a config naming
+    foreign code, and any other override."""
     run_dir = Path(run_dir)
     where = f"resume={run_dir}"
     if not run_dir.is_dir():
@@ -46,6 +47,8 @@ def config_to_resume(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
         raise RunDirError(f"{where}: the run is still running ({holder}); wait for it to end "
                           "or stop it first")
     cfg = load_resolved(run_dir)
+    if not isinstance(cfg.get("threads"), int):  # a run recorded before threads were resolved
+        cfg.threads = summary.get("threads") or "auto"
     changes = [*summary.get("resume_overrides", []), *changeable(overrides, where)]
     for override in OverridesParser.create().parse_overrides(changes):
         OmegaConf.update(cfg, override.key_or_group, override.value())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,27 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gradprobe import engine, outcome, publish, record, resume
+from gradprobe import console, engine, outcome, publish, record, resume, tested
 from gradprobe.build import build_module, predict_init
-from gradprobe.callbacks import build_callbacks, build_gradflow, build_loggers, close_loggers
-from gradprobe.checkpoints import AtomicCheckpointIO, newest_intact
+from gradprobe.callbacks import (
+    build_callbacks,
+    build_gradflow,
+    build_loggers,
+    checkpointing,
+    close_loggers,
+    trainer_flags,
+)
+from gradprobe.checkpoints import AtomicCheckpointIO, best_checkpoint, newest_intact
 from gradprobe.data import InMemoryDataModule, Splits, check_splits, first_line
 from gradprobe.instruments import guard
 from gradprobe.instruments.jacobian import JacobianSpectrum
+from gradprobe.record import RunDirError
 from gradprobe.schema import ConfigError, DataError
 from gradprobe.sweep.placement import place_job
 
 log = logging.getLogger("gradprobe")
 
-# The run dir holds more than the CSV logger's files, which is intended; and a Lightning-internal
-# deprecation notice that users cannot act on.
-warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+console.ignore_noise()  # warnings nobody can act on (gradprobe.console.NOISE)
 
 
 def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str],
@@ -42,9 +46,14 @@ def execute(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
     first byte is written; a resumed run's tables are cut at its checkpoint and continued."""
     place_job(cfg, job or {})
     started = time.time()
+    if cfg.get("resume") and not checkpointing(cfg):
+        raise RunDirError(f"resume={run_dir}: that run was made with checkpoints off "
+                          "(callbacks.checkpoint.enabled=false); nothing to resume from")
     resumed = newest_intact(run_dir) if cfg.get("resume") else None
     splits = load_splits(cfg)
     info = record.start(cfg, run_dir, choices, overrides, resumed=resumed, hydra=hydra)
+    log.info("run directory: %s%s", run_dir,
+             f" (resumed at step {resumed['step']})" if resumed else "")
     info["threads"] = torch.get_num_threads()
     try:
         if resumed:
@@ -87,17 +96,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, splits: Splits, info: dict[str,
                               resuming=resumed is not None)
     examples = cfg.gradflow.get("jacobian_examples", 0) if cfg.gradflow.enabled else 0
     jacobian = JacobianSpectrum(examples, run_dir / "gradflow") if examples else None
-    callbacks = build_callbacks(run_dir, interactive, gradflow, jacobian,
-                                validating=cfg.trainer.limit_val_batches != 0)
+    callbacks = build_callbacks(cfg, run_dir, interactive, gradflow, jacobian)
     divergence = guard.Guard(**guard.settings(cfg))  # always on: the one rule for the status
     callbacks.append(divergence)
     trainer: pl.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
                                       logger=loggers or False, callbacks=callbacks,
-                                      enable_progress_bar=interactive,
-                                      enable_model_summary=interactive,
+                                      **trainer_flags(callbacks),
                                       plugins=[AtomicCheckpointIO()], **plan.trainer_kwargs)
+    best = best_checkpoint(callbacks)
 
-    status = "failed"
+    status, tested_on, last = "failed", None, {}
     try:
         trainer.fit(module, datamodule=datamodule,
                     ckpt_path=resumed["checkpoint"] if resumed else None)
@@ -107,12 +115,15 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, splits: Splits, info: dict[str,
         fit_metrics = outcome.metrics_of(trainer.callback_metrics)
         status = outcome.status_of(divergence.diverged)
         if status == "completed":  # a diverged run is a result; no test on non-finite weights
-            trainer.test(module, datamodule=datamodule, verbose=interactive)
+            # Lightning's table of test metrics only with verbose=true, and never in a sweep:
+            # it is printed, not logged, so it could not carry the job's tag
+            tested_on, last = tested.solo(trainer, module, datamodule, best, cfg,
+                                          verbose=bool(cfg.get("verbose")) and group is None)
     finally:
         close_loggers(loggers, status)
-    best = next((c for c in callbacks if getattr(c, "monitor", None) == "val/loss"), None)
     return outcome.summary(
-        status=status, metrics=fit_metrics | outcome.metrics_of(trainer.callback_metrics),
+        status=status, tested_on=tested_on,
+        metrics=fit_metrics | outcome.metrics_of(trainer.callback_metrics) | last,
         best=best, epochs=trainer.current_epoch, steps=trainer.global_step,
         num_parameters=sum(p.numel() for p in module.parameters()), prediction=prediction,
         gradflow=gradflow, diverged=divergence.diverged,

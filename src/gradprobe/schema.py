@@ -110,12 +110,15 @@ GAINS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_trans
          "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 
 
+MONITORED = tuple(f"{stage}/{name}" for stage in ("val", "train")
+                  for name in ("loss", "acc", "mse", "r2"))  # what a run logs per epoch
+
 PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
 
 RULES: tuple[Rule, ...] = (
     Rule("seed", SEEDS, seed),
-    Rule("threads", "null or an integer >= 1", optional(integer(1))),
+    Rule("threads", "'auto' or an integer >= 1", lambda v: v == "auto" or integer(1)(v)),
     Rule("task", "'classification' or 'regression'", one_of("classification", "regression")),
     Rule("model.depth", "an integer >= 1 (model=linear: 0)",
          lambda v: _is_int(v) and v >= 0),
@@ -198,13 +201,12 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.num_sanity_val_steps", "an integer >= 0, or -1 for all validation batches",
          integer(0, -1)),
     Rule("trainer.limit_train_batches",
-         "a fraction in (0.0, 1.0] or a number of batches >= 1 (an integer)", batch_limit(1)),
-    Rule("trainer.limit_val_batches",
-         "a fraction in [0.0, 1.0] or a number of batches >= 0 (an integer; 0: no validation)",
-         batch_limit(0)),
-    Rule("trainer.limit_test_batches",
-         "a fraction in [0.0, 1.0] or a number of batches >= 0 (an integer; 0: no test)",
-         batch_limit(0)),
+         "null (all), a fraction in (0.0, 1.0] or a number of batches >= 1 (an integer)",
+         optional(batch_limit(1))),
+    Rule("trainer.limit_val_batches", "null (all), a fraction in [0.0, 1.0] or a number of "
+         "batches >= 0 (an integer; 0: no validation)", optional(batch_limit(0))),
+    Rule("trainer.limit_test_batches", "null (all), a fraction in [0.0, 1.0] or a number of "
+         "batches >= 0 (an integer; 0: no test)", optional(batch_limit(0))),
     Rule("trainer.devices", "an integer >= 1, -1 (all), 'auto', or a list of device indices",
          devices),
     Rule("trainer.num_nodes", "an integer >= 1", integer(1)),
@@ -214,7 +216,34 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.accelerator", "one of cpu, gpu, cuda, mps, tpu, auto",
          one_of("cpu", "gpu", "cuda", "mps", "tpu", "auto")),
     Rule("sweep.report", "true or false", boolean),
+    Rule("verbose", "true or false", boolean),
+    Rule("print_config", "true or false", boolean),
     Rule("sweep.spread_gpus", "true or false", boolean),
+    Rule("test_on", "'best' or 'last'", one_of("best", "last")),
+    Rule("tags", "a list of W&B tags (strings of 1 to 64 characters), e.g. tags=[baseline,v2]",
+         lambda v: isinstance(v, list) and all(isinstance(t, str) and 0 < len(t) <= 64
+                                               for t in v)),
+    *(Rule(f"callbacks.{name}.enabled", "true or false", boolean)
+      for name in ("checkpoint", "early_stopping")),
+    *(Rule(f"callbacks.{name}.enabled", "true, false or null (automatic)", optional(boolean))
+      for name in ("progress_bar", "model_summary")),
+    Rule("callbacks.checkpoint.best_weights_only", "true or false", boolean),
+    Rule("callbacks.early_stopping.monitor", f"one of {', '.join(MONITORED)}",
+         one_of(*MONITORED)),
+    Rule("callbacks.early_stopping.mode", "'min' or 'max'", one_of("min", "max")),
+    Rule("callbacks.early_stopping.patience", "an integer >= 0", integer(0)),
+    Rule("callbacks.early_stopping.min_delta", "a number >= 0", number(0)),
+    Rule("callbacks.progress_bar.refresh_rate", "an integer >= 1", integer(1)),
+    Rule("callbacks.model_summary.max_depth", "an integer >= 0, or -1 for all layers",
+         integer(0, -1)),
+    Rule("trainer.fast_dev_run", "true, false or a number of batches >= 0",
+         lambda v: isinstance(v, bool) or integer(0)(v)),
+    Rule("trainer.overfit_batches", "a fraction in [0.0, 1.0] or a number of batches >= 0",
+         batch_limit(0)),
+    Rule("trainer.detect_anomaly", "true or false", boolean),
+    Rule("trainer.profiler", "null, 'simple', 'advanced', 'pytorch' or a profiler config with "
+         "_target_", lambda v: v in (None, "simple", "advanced", "pytorch") or (
+             isinstance(v, dict) and "_target_" in v)),
 )
 
 _ABSENT = object()
@@ -320,6 +349,13 @@ def _check_combinations(cfg: dict[str, Any]) -> None:
         raise ConfigError("config error: optimizer.nesterov=True is not allowed with "
                           f"optimizer.momentum={optimizer.get('momentum')!r}; expected a "
                           "momentum > 0 (e.g. optimizer.momentum=0.9)")
+    stopping = (cfg.get("callbacks") or {}).get("early_stopping") or {}
+    if (stopping.get("enabled") and str(stopping.get("monitor")).startswith("val/")
+            and trainer.get("limit_val_batches") == 0):
+        raise ConfigError("config error: callbacks.early_stopping.enabled=true is not allowed "
+                          "with trainer.limit_val_batches=0 (it monitors "
+                          f"{stopping.get('monitor')}); expected validation, or a train/ "
+                          "monitor")
     if batch_norm(cfg) and cfg.get("data", {}).get("batch_size", 2) < 2:
         raise ConfigError(f"config error: data.batch_size={cfg['data']['batch_size']!r} is not "
                           "allowed with norm=batch; expected an integer >= 2 (batch norm needs "

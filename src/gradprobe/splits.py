@@ -101,7 +101,8 @@ def check_split_sizes(cfg: Any, sizes: dict[str, int], keys: dict[str, list[str]
               "test": (data.get("eval_batch_size", 1), False)}
     for split, (size, drop_last) in limits.items():
         key = f"limit_{split}_batches"
-        limit = trainer.get(key, 1.0)
+        limit = trainer.get(key)
+        limit = 1.0 if limit is None else limit  # null: Lightning's default, every batch
         if limit == 0:  # validation or test switched off
             continue
         kept = _kept(sizes[split], size, limit, drop_last)

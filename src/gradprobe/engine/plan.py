@@ -27,8 +27,10 @@ def plan(cfg: DictConfig) -> Plan:
     chunk = steps_per_call(cfg)
     if chunk == 1:
         return Plan(1)
-    # Lightning would count chunks, not batches: the loader applies the limit instead.
-    return Plan(chunk, cfg.trainer.limit_train_batches, {"limit_train_batches": 1.0})
+    # Lightning would count chunks, not batches: the loader applies the limit instead, and
+    # Lightning is given its default (None: every batch, without a line saying so).
+    limit = cfg.trainer.limit_train_batches
+    return Plan(chunk, 1.0 if limit is None else limit, {"limit_train_batches": None})
 
 
 def steps_per_call(cfg: DictConfig) -> int:

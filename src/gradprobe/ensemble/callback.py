@@ -25,7 +25,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from gradprobe import outcome
+from gradprobe import console, outcome
 from gradprobe.ensemble.module import EnsembleModule, member_key
 from gradprobe.instruments import guard, record_activations, record_backprop, watch_layers
 
@@ -123,7 +123,8 @@ class MemberInstruments(Callback):
         if sampled:
             for _, member in self._live():
                 if member.gradflow.flush_due():
-                    member.gradflow.flush([])
+                    with console.job(member.job):  # the init verdict, tagged with its job
+                        member.gradflow.flush([])
 
     # ------------------------------------------------------------------ divergence, the end
 
@@ -147,11 +148,12 @@ class MemberInstruments(Callback):
         member = self.members[i]
         self._settle(trainer, i)
         member.stopped_at, member.diverged = trainer.global_step, diverged
-        log.info("%s diverged at step %d (checked at step %d)", member.run_dir, diverged["step"],
-                 trainer.global_step)
-        if member.gradflow is not None:
-            member.gradflow.diverged = diverged
-            member.gradflow.flush([])
+        with console.job(member.job):
+            log.info("%s diverged at step %d (checked at step %d)", member.run_dir,
+                     diverged["step"], trainer.global_step)
+            if member.gradflow is not None:
+                member.gradflow.diverged = diverged
+                member.gradflow.flush([])
 
     def _settle(self, trainer: pl.Trainer, i: int) -> None:
         """Member ``i``'s metrics, epochs and steps as they stand now."""

@@ -18,9 +18,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gradprobe import outcome, publish, record
+from gradprobe import console, outcome, publish, record, tested
 from gradprobe.build import build_network, loss_and_metrics, predict_init
-from gradprobe.callbacks import build_gradflow, build_loggers, close_loggers
+from gradprobe.callbacks import build_gradflow, build_loggers, checkpointing, close_loggers
+from gradprobe.checkpoints import weights_of
 from gradprobe.data import Splits
 from gradprobe.ensemble.callback import MemberInstruments
 from gradprobe.ensemble.data import EnsembleDataModule
@@ -48,6 +49,7 @@ class Member:
     overrides: list[str]
     group: str | None = None
     hydra: dict[str, Any] | None = None  # Hydra's record of the job (record.hydra_record)
+    job: int | None = None  # its number in the sweep: the tag of its console lines
     info: dict[str, Any] = field(default_factory=dict)  # record.start's part of the summary
     logs: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, metrics)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -62,10 +64,11 @@ class Member:
 def train(members: list[Member]) -> list[dict[str, Any]]:
     """Train and test the members together; returns (and writes) each one's ``summary.json``."""
     started = time.time()
-    place_job(members[0].cfg, {"threads": members[0].cfg.get("threads")})  # as a solo job's
+    threads = place_job(members[0].cfg, {})  # as a solo job's (a group shares its threads)
     opened: list[Member] = []
     try:
         for member in members:
+            member.cfg.threads = threads  # recorded: `threads=N` alone reproduces the member
             member.info = record.start(member.cfg, member.run_dir, member.choices,
                                        member.overrides, hydra=member.hydra)
             opened.append(member)
@@ -90,7 +93,7 @@ def fit_and_test(members: list[Member]) -> list[dict[str, Any]]:
     for member in members:
         member.gradflow = build_gradflow(member.cfg, member.choices, member.run_dir,
                                          member.prediction, member.overrides)
-    validating = cfg.trainer.limit_val_batches != 0
+    validating = cfg.trainer.limit_val_batches != 0 and checkpointing(cfg)
     checkpoints = member_checkpoints([m.run_dir for m in members]) if validating else []
     hparams = [solo_hparams(m.cfg, splits.input_shape, splits.num_outputs) for m in members]
     trainer: pl.Trainer = instantiate(
@@ -101,12 +104,20 @@ def fit_and_test(members: list[Member]) -> list[dict[str, Any]]:
     datamodule = EnsembleDataModule(splits, cfg.data.batch_size, cfg.data.eval_batch_size,
                                     [m.cfg.seed for m in members])
     trainer.fit(module, datamodule=datamodule)
-    trainer.save_checkpoint(Path(members[0].run_dir) / "checkpoints" / f"{LAST}.ckpt")
+    if checkpointing(cfg):
+        trainer.save_checkpoint(Path(members[0].run_dir) / "checkpoints" / f"{LAST}.ckpt")
     live = [(i, m) for i, m in enumerate(members) if m.stopped_at is None]
-    if live:  # no test on non-finite weights, as alone
-        trainer.test(module, datamodule=datamodule, verbose=False)
+    bests = {i: outcome.best_path(c) for c in checkpoints for i, _ in live if c.member == i}
+    on_best = tested.test_on(cfg) == "best" and bool(live) and all(bests.values())
+    last = {}
+    if live:  # no test on non-finite weights, as alone; the best weights as alone
+        last = tested.final_then_best(trainer, module, datamodule,
+                                      (lambda: load_best(module, bests)) if on_best else None)
     for i, member in live:
         member.metrics |= outcome.metrics_of(trainer.callback_metrics, member_key(i, ""))
+        if last:  # the final weights' test, logged after the best's, as alone
+            member.metrics |= outcome.metrics_of(last, member_key(i, ""))
+            member.logs.append((trainer.global_step, outcome.metrics_of(last, member_key(i, ""))))
         member.epochs, member.steps = trainer.current_epoch, trainer.global_step
     results = []
     for i, member in enumerate(members):
@@ -115,9 +126,19 @@ def fit_and_test(members: list[Member]) -> list[dict[str, Any]]:
         best = next((c for c in checkpoints if c.member == i and c.monitor), None)
         results.append(outcome.summary(
             status=status, metrics=member.metrics, best=best, epochs=member.epochs,
+            tested_on=("best" if on_best else "last") if member.stopped_at is None else None,
             steps=member.steps, num_parameters=module.num_parameters,
             prediction=member.prediction, gradflow=member.gradflow, diverged=member.diverged))
     return results
+
+
+def load_best(module: EnsembleModule, bests: dict[int, str]) -> None:
+    """Each member's best checkpoint (a solo module's state dict) into its slice of the stack."""
+    for i, path in bests.items():
+        saved, (params, buffers) = weights_of(path), module.state(i)
+        with torch.no_grad():
+            for name, tensor in (params | buffers).items():
+                tensor.copy_(saved[f"net.{name}"])
 
 
 def build_module(members: list[Member], splits: Splits) -> EnsembleModule:
@@ -145,12 +166,13 @@ def publish_member(member: Member, status: str, size: int) -> None:
     loggers = build_loggers(member.cfg, member.run_dir, member.choices, member.overrides,
                             member.group, member.info.get("wandb_id"))
     gradflow = member.gradflow
-    with own_log(member.run_dir / "train.log"):
-        try:
+    with own_log(member.run_dir / "train.log"), console.job(member.job):
+        try:  # the init verdict was printed while training: here for train.log only
             log.info("trained in an ensemble of %d jobs (summary.json lists their run dirs)",
-                     size)
+                     size, extra=console.LOG_ONLY)
             if gradflow is not None and "init" in gradflow.report:
-                log.info("init probe: %s", gradflow.report["init"]["text"])
+                log.info("init probe: %s", gradflow.report["init"]["text"],
+                         extra=console.LOG_ONLY)
             replay(member, loggers)
             if gradflow is not None:
                 gradflow.finish(loggers)

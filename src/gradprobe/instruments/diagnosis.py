@@ -96,6 +96,53 @@ def diagnose(row: Any, names: list[str], thresholds: dict[str, float],
             "text": describe(verdicts, found, ratio, weight_ratio, offered)}
 
 
+# What to try for each verdict in words any project can act on: the default ``advise`` of a
+# GradientFlow used on its own (gradprobe's app passes its own, phrased as its config overrides
+# and checked with the mean-field theory: ``gradprobe.remedies``).
+GENERAL_REMEDIES: dict[str, list[tuple[str, str]]] = {
+    "vanishing": [
+        ("use a ReLU-family activation with Kaiming (He) init", "its gradient factor per layer "
+         "is 1 where a sigmoid's is at most 1/4"),
+        ("normalise before each activation (BatchNorm, LayerNorm)", "keeps every layer's "
+         "pre-activations at unit scale"),
+        ("add residual connections", "carry signal and gradient past each block")],
+    "exploding": [
+        ("scale the init to the fan-in (Xavier for tanh/sigmoid, Kaiming for ReLU)",
+         "keeps the gradient factor per layer near 1"),
+        ("lower the learning rate", "smaller steps"),
+        ("clip gradients (Trainer(gradient_clip_val=1.0))", "bounds each step")],
+    "collapsed": [
+        ("normalise before each activation (BatchNorm, LayerNorm)", "keeps the examples' "
+         "pre-activations apart"),
+        ("add residual connections", "carry each example's own signal past each block")],
+    "dead units": [
+        ("use LeakyReLU, ELU or GELU instead of ReLU", "a non-zero gradient below zero lets "
+         "dead units recover"),
+        ("lower the learning rate", "large steps push units off for good")],
+    "saturated": [
+        ("use a ReLU-family activation", "no upper bound to saturate at"),
+        ("use Xavier (Glorot) init for sigmoid/tanh", "weights scaled to the fan-in keep "
+         "pre-activations off the bounds"),
+        ("normalise before each activation (BatchNorm, LayerNorm)", "keeps pre-activations "
+         "near zero, where the gradient is largest")],
+    "diverged": [
+        ("lower the learning rate", "smaller steps"),
+        ("clip gradients (Trainer(gradient_clip_val=1.0))", "bounds each step")],
+}
+
+
+def general_remedies(found: dict[str, Any], context: dict[str, Any],
+                     thresholds: dict[str, float]) -> list[dict[str, Any]]:
+    """The rules of thumb of ``GENERAL_REMEDIES`` for the verdicts found, each once, in the
+    shape an ``advise`` returns (``overrides`` holds the change, in words)."""
+    offered: dict[str, dict[str, Any]] = {}
+    for verdict in found:
+        for change, why in GENERAL_REMEDIES.get(verdict, []):
+            offered.setdefault(change, {"overrides": change, "why": why,
+                                        "basis": "rule of thumb"})
+    return list(offered.values())
+
+
 def profile_problems(ratio: float, cosine: list[float], thresholds: dict[str, float]) -> set[str]:
     """The verdicts read off the two depth profiles, measured or predicted alike: the first/last
     hidden-layer dL/dh ratio, and the pre-activation cosine of the first and last hidden layer

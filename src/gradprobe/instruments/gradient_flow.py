@@ -21,7 +21,10 @@ so the rows and the verdict of a diverged run say where it diverged.
 
 What it writes is files (``layers.csv``, ``steps.csv``, ``histograms.npz``, ``diagnosis.json``)
 and logger metrics; figures are drawn from those files after the fit
-(:func:`gradprobe.figures.draw_all`), and verdicts reach W&B through the app's publishing.
+(:func:`gradprobe.figures.draw_all`), and verdicts reach W&B through the app's publishing. The
+verdict lines (init probe, final diagnosis) go to the ``gradprobe`` log where an app has set up
+logging (Hydra does), else through Lightning's own channel (``rank_zero_info``), which Lightning
+prints by default: used in any project, the callback says what it found.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
 from gradprobe.instruments import diagnosis
@@ -48,6 +52,16 @@ from gradprobe.instruments.stats import ACT_BINS, GRAD_BINS, log10_abs
 
 log = logging.getLogger("gradprobe")
 _S = {stat: i for i, stat in enumerate(STEP_STATS)}
+EVERY_N_STEPS = 20  # the app's too (conf/gradflow/default.yaml; tests/test_instruments.py)
+
+
+def say(message: str) -> None:
+    """A verdict line: to the ``gradprobe`` log where an app has set it up to show INFO
+    (Hydra's job logging), else through Lightning's channel, shown by default (rank zero)."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(message)
+    else:
+        rank_zero_info(message)
 
 
 class GradientFlow(Callback):
@@ -65,16 +79,19 @@ class GradientFlow(Callback):
         context: what the run is (its config choices, ...), passed to ``advise``.
         advise: ``advise(found, context, thresholds)`` returns remedies for the verdicts
             found, each a dict with ``overrides``, ``why`` and ``basis`` (``"theory"`` when
-            checked); the app's :func:`gradprobe.remedies.remedies`. None: verdicts only.
+            checked); by default :func:`~gradprobe.instruments.diagnosis.general_remedies`,
+            in words any project can act on; the app passes its
+            :func:`gradprobe.remedies.remedies`, phrased as its overrides. None: verdicts only.
         resume: continue the records in ``out_dir`` (a resumed run): their rows stay the
             history, and the init probe's verdict is read back from its row.
     """
 
-    def __init__(self, every_n_steps: int = 10, histogram_every_n_steps: int = 100,
+    def __init__(self, every_n_steps: int = EVERY_N_STEPS, histogram_every_n_steps: int = 100,
                  flush_every_n_samples: int = 10, saturation_margin: float = 0.05,
                  thresholds: dict[str, float] | None = None, layers: list[Layer] | None = None,
                  out_dir: str | Path | None = None, context: dict[str, Any] | None = None,
-                 advise: Callable[..., list[dict[str, Any]]] | None = None,
+                 advise: Callable[..., list[dict[str, Any]]] | None =
+                 diagnosis.general_remedies,
                  resume: bool = False) -> None:
         super().__init__()
         self.resume = resume
@@ -277,7 +294,7 @@ class GradientFlow(Callback):
             at_init = self.diverged if self.diverged and self.diverged["step"] == 0 else None
             self.report["init"] = self._diagnose(host[0], at_init)
             if write:
-                log.info("init probe: %s", self.report["init"]["text"])
+                say(f"init probe: {self.report['init']['text']}")
 
     def finish(self, loggers: list[Any], write: bool = True) -> None:
         """The final diagnosis and ``diagnosis.json``."""
@@ -287,7 +304,7 @@ class GradientFlow(Callback):
         if not write or not history:
             return
         write_json(self.recorder.out_dir / "diagnosis.json", self.report)
-        log.info("diagnosis: %s", self.report["final"]["text"])
+        say(f"diagnosis: {self.report['final']['text']}")
 
     def _diagnose(self, row: Any, diverged: dict[str, Any] | None = None) -> dict[str, Any]:
         return diagnosis.diagnose(row, self.names, self.thresholds, self.context, diverged,

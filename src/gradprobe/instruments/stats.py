@@ -30,7 +30,7 @@ def dies_of(activation: nn.Module | None) -> bool:
 
 def bounds_of(activation: nn.Module | None) -> tuple[float, float] | None:
     """The output range of a bounded activation (where saturation kills gradients)."""
-    if isinstance(activation, nn.Sigmoid):
+    if isinstance(activation, (nn.Sigmoid, nn.Hardsigmoid)):
         return 0.0, 1.0
     if isinstance(activation, (nn.Tanh, nn.Softsign)):
         return -1.0, 1.0

@@ -8,10 +8,13 @@ the end of every multirun, so odd or partial data never raises: it is reported, 
     python scripts/report.py multirun/2026-11-26/20-02-21-931280
     python scripts/report.py outputs --axes optimizer.lr activation --out /tmp/report
 
+The heatmaps are drawn over the keys the runs vary (``axes``) unless ``--axes`` names them.
+
 Modules, in the order a report is made: ``runs`` (find and read run dirs), ``table`` (rows and
-the aggregate), ``labels`` (naming configurations), ``heatmaps``/``profiles``/``curves`` (the
-figures, drawn by ``figures``), ``text`` (what the report says), ``render`` (Markdown, HTML),
-``build`` (all of it), ``cli`` (the command line).
+the aggregate), ``axes`` (what the figures are drawn over), ``labels`` (naming configurations),
+``heatmaps``/``profiles``/``curves`` (the figures, drawn by ``figures``), ``text`` (what the
+report says), ``links`` (to each run's files), ``render`` (Markdown, HTML), ``build`` (all of
+it), ``cli`` (the command line).
 """
 
 from gradprobe.report.build import build_report

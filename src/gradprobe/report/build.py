@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gradprobe.report.axes import choose_axes
 from gradprobe.report.figures import draw_figures
 from gradprobe.report.labels import Labels
 from gradprobe.report.render import render_html, render_markdown
@@ -24,31 +25,33 @@ from gradprobe.report.table import (
 )
 from gradprobe.report.text import report_blocks
 
-DEFAULT_AXES = ("model.depth", "activation")
 FIGURES_DIR = "report_figures"
 
 
-def build_report(directory: Path, axes: tuple[str, str] = DEFAULT_AXES,
+def build_report(directory: Path, axes: tuple[str, ...] | None = None,
                  out: Path | None = None) -> dict[str, Any]:
     """Write runs.csv, aggregate.csv, figures, report.md and report.html for every run found.
 
+    ``axes`` (one or two config keys) defaults to the keys the runs vary (``report.axes``).
     Returns the paths written (``runs_csv``, ``aggregate_csv``, ``report_md``, ``report_html``,
-    ``figures`` by name), ``skipped`` figures with the reason, and ``rows`` and ``aggregate``.
+    ``figures`` by name), ``skipped`` figures with the reason, ``rows``, ``aggregate`` and the
+    ``axes`` drawn over.
     """
-    directory, axes = Path(directory), (str(axes[0]), str(axes[1]))
+    directory, given = Path(directory), tuple(str(a) for a in axes or ())
     out = Path(out) if out is not None else directory
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(directory) if directory.is_dir() else []
-    config_columns, metric_columns = config_columns_of(runs, axes), metric_columns_of(runs)
+    config_columns, metric_columns = config_columns_of(runs, given), metric_columns_of(runs)
     rows = [run_row(run, config_columns, metric_columns) for run in runs]
+    chosen = choose_axes(rows, config_columns, given)
     numeric = [*metric_columns, *NUMERIC_EXTRA]
     agg = aggregate(rows, config_columns, numeric)
-    labels = Labels.of_rows(rows, config_columns, axes)
+    labels = Labels.of_rows(rows, config_columns, chosen.keys)
     metric = primary_metric(metric_columns)
-    figures, skipped = draw_figures(rows, directory, axes, config_columns, labels, metric,
+    figures, skipped = draw_figures(rows, directory, chosen.keys, config_columns, labels, metric,
                                     out / FIGURES_DIR)
-    blocks = report_blocks(directory, rows, agg, group_runs(rows, config_columns), labels,
-                           metric, axes, figures, skipped)
+    blocks = report_blocks(directory, out, rows, agg, group_runs(rows, config_columns), labels,
+                           metric, chosen, figures, skipped)
     paths = {"runs_csv": write_csv(out / "runs.csv", rows,
                                    columns_of(config_columns, metric_columns)),
              "aggregate_csv": write_csv(out / "aggregate.csv", agg,
@@ -57,4 +60,5 @@ def build_report(directory: Path, axes: tuple[str, str] = DEFAULT_AXES,
     paths["report_md"].write_text(render_markdown(blocks, out))
     paths["report_html"] = out / "report.html"
     paths["report_html"].write_text(render_html(blocks))
-    return {**paths, "figures": figures, "skipped": skipped, "rows": rows, "aggregate": agg}
+    return {**paths, "figures": figures, "skipped": skipped, "rows": rows, "aggregate": agg,
+            "axes": chosen}

@@ -30,7 +30,7 @@ def _draw(name: str, draw: Callable[[], Path], figures: dict[str, Path],
         skipped[name] = f"drawing failed ({type(e).__name__}: {e})"
 
 
-def draw_figures(rows: list[Row], root: Path, axes: tuple[str, str], config_columns: list[str],
+def draw_figures(rows: list[Row], root: Path, axes: tuple[str, ...], config_columns: list[str],
                  labels: Labels, metric: str | None,
                  folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
     """Every figure that applies, as name -> path drawn, and name -> why skipped."""

@@ -1,5 +1,5 @@
-"""Heatmaps over the two report axes: the final validation metric, and the first/last gradient
-ratio at init (where gradients vanish or explode)."""
+"""Heatmaps over the report's axes (two, or one as a single row): the final validation metric,
+and the first/last gradient ratio at init (where gradients vanish or explode)."""
 
 from __future__ import annotations
 
@@ -16,20 +16,24 @@ from gradprobe.report.plotting import NoData, new_figure, save
 from gradprobe.report.values import Row, finite, log_mean, text, value_key
 
 Cells = tuple[list[str], list[str], np.ndarray, np.ndarray]
+ALL = "all runs"  # the one row of a heatmap over one axis
 
 
-def _grid(rows: list[Row], axes: tuple[str, str], value: Callable[[Row], float | None],
+def _grid(rows: list[Row], axes: tuple[str, ...], value: Callable[[Row], float | None],
           what: str) -> Cells:
     """Mean of ``value`` per (x, y) cell over every run there, NaN without one; and which cells
-    hold runs at all (runs without a value show as n/a, cells without runs stay blank)."""
-    x, y = axes
+    hold runs at all (runs without a value show as n/a, cells without runs stay blank). With one
+    axis the grid is one row over it."""
+    if not axes:
+        raise NoData("the runs vary in no configuration key (pass --axes to choose one)")
+    x, y = axes[0], (axes[1] if len(axes) > 1 else None)
     cells: dict[tuple[str, str], list[float]] = {}
     for row in rows:
-        xv, yv = text(row.get(x)), text(row.get(y))
+        xv, yv = text(row.get(x)), (text(row.get(y)) if y else ALL)
         if xv and yv:
             cells.setdefault((xv, yv), []).extend(finite([value(row)]))
     if not cells:
-        raise NoData(f"no run has both axes {x} and {y}")
+        raise NoData(f"no run has both axes {x} and {y}" if y else f"no run has {x}")
     if not any(cells.values()):
         raise NoData(f"no run has a finite {what}")
     xs = sorted({k[0] for k in cells}, key=value_key)
@@ -58,10 +62,11 @@ def _annotate(ax: Axes, cells: Cells, cmap: Colormap, norm: Normalize,
         ax.text(j, i, label(v), ha="center", va="center", fontsize=size, color=colour)
 
 
-def _heatmap(cells: Cells, axes: tuple[str, str], title: str, colourbar: str, path: Path,
+def _heatmap(cells: Cells, axes: tuple[str, ...], title: str, colourbar: str, path: Path,
              diverging: bool, label: Callable[[float], str]) -> Path:
     xs, ys, grid, _ = cells
-    fig = new_figure(max(6.0, 0.95 * len(xs) + 3.0), max(4.0, 0.5 * len(ys) + 2.0))
+    fig = new_figure(max(6.0, 0.95 * len(xs) + 3.0), max(4.0 if len(ys) > 1 else 3.0,
+                                                          0.5 * len(ys) + 2.0))
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps["RdBu_r" if diverging else "viridis"].with_extremes(bad="0.85")
     lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
@@ -77,15 +82,15 @@ def _heatmap(cells: Cells, axes: tuple[str, str], title: str, colourbar: str, pa
     ax.set_xticks(range(len(xs)), xs, rotation=45 if max(map(len, xs)) > 6 else 0)
     ax.set_yticks(range(len(ys)), ys)
     ax.set_xlabel(axes[0])
-    ax.set_ylabel(axes[1])
+    ax.set_ylabel(axes[1] if len(axes) > 1 else "")
     ax.set_title(title)
     fig.colorbar(image, ax=ax).set_label(colourbar)
     return save(fig, path)
 
 
-def heatmap_metric(rows: list[Row], axes: tuple[str, str], metric: str | None,
+def heatmap_metric(rows: list[Row], axes: tuple[str, ...], metric: str | None,
                    path: Path) -> Path:
-    """Mean final validation metric over the two axes, averaged over seeds and everything else."""
+    """Mean final validation metric over the axes, averaged over seeds and everything else."""
     if metric is None:
         raise NoData("no run has a validation metric")
     cells = _grid(rows, axes, lambda r: r.get(metric), metric)
@@ -97,7 +102,7 @@ def heatmap_metric(rows: list[Row], axes: tuple[str, str], metric: str | None,
     return _heatmap(cells, axes, title, metric, path, False, lambda v: format(v, spec))
 
 
-def heatmap_grad_ratio(rows: list[Row], axes: tuple[str, str], path: Path) -> Path:
+def heatmap_grad_ratio(rows: list[Row], axes: tuple[str, ...], path: Path) -> Path:
     """log10 of the first/last back-propagated gradient (dL/dh) ratio at init, the ratio the
     verdicts judge: where gradients vanish or explode."""
     cells = _grid(rows, axes, lambda r: log_mean([r.get("init_first_last_ratio")]),

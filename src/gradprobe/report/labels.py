@@ -31,7 +31,7 @@ class Labels:
 
     @classmethod
     def of_rows(cls, rows: list[Row], config_columns: list[str],
-                axes: tuple[str, str]) -> Labels:
+                axes: tuple[str, ...]) -> Labels:
         columns = varying(rows, config_columns) or [
             a for a in axes if any(text(r.get(a)) for r in rows)]
         if len(columns) <= 4:

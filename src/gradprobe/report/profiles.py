@@ -17,6 +17,7 @@ from gradprobe.report.plotting import NoData, colours, new_figure, save
 from gradprobe.report.values import Row, num, text, value_key
 
 Panels = dict[str, dict[tuple[str, int], np.ndarray]]
+ALL = "all runs"
 
 
 def init_grad_norms(run_dir: Path) -> np.ndarray | None:
@@ -46,8 +47,10 @@ def _geometric_mean(profiles: list[np.ndarray]) -> np.ndarray:
     return np.where(count > 0, 10 ** (logs.sum(axis=0) / np.maximum(count, 1)), np.nan)
 
 
-def _profiles(rows: list[Row], root: Path, axes: tuple[str, str]) -> Panels:
-    """Panel (x value) -> (y value, layer count) -> geometric-mean init gradient norms."""
+def _profiles(rows: list[Row], root: Path, axes: tuple[str, ...]) -> Panels:
+    """Panel (x value) -> (y value, layer count) -> geometric-mean init gradient norms; without
+    an x axis one panel, without a y axis one line per layer count."""
+    x, y = (axes + (None, None))[:2]
     found: dict[str, dict[tuple[str, int], list[np.ndarray]]] = {}
     for row in rows:
         try:
@@ -55,8 +58,9 @@ def _profiles(rows: list[Row], root: Path, axes: tuple[str, str]) -> Panels:
         except (OSError, ValueError, csv.Error):
             norms = None
         if norms is not None:
-            panel = found.setdefault(text(row.get(axes[0])), {})
-            panel.setdefault((text(row.get(axes[1])) or "all runs", len(norms)), []).append(norms)
+            panel = found.setdefault(text(row.get(x)) if x else ALL, {})
+            line = (text(row.get(y)) if y else "") or ALL
+            panel.setdefault((line, len(norms)), []).append(norms)
     if not found:
         raise NoData("no run has gradflow/layers.csv with step-0 rows")
     return {p: {k: _geometric_mean(v) for k, v in sorted(found[p].items(),
@@ -64,7 +68,7 @@ def _profiles(rows: list[Row], root: Path, axes: tuple[str, str]) -> Panels:
             for p in sorted(found, key=value_key)}
 
 
-def grad_profile_init(rows: list[Row], root: Path, axes: tuple[str, str], path: Path) -> Path:
+def grad_profile_init(rows: list[Row], root: Path, axes: tuple[str, ...], path: Path) -> Path:
     """Gradient norm vs layer at init: one panel per x value, one line per y value."""
     panels = _profiles(rows, root, axes)
     y_values = sorted({k[0] for p in panels.values() for k in p}, key=value_key)
@@ -75,11 +79,13 @@ def grad_profile_init(rows: list[Row], root: Path, axes: tuple[str, str], path: 
     for i, (panel, lines) in enumerate(panels.items()):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         _profile_panel(ax, lines, colour)
-        ax.set_title(f"{axes[0]}={panel}" if panel else f"{axes[0]} not set", fontsize=10)
+        title = (f"{axes[0]}={panel}" if panel else f"{axes[0]} not set") if axes else ALL
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("layer (1 = input side, last = output)")
         ax.set_ylabel("gradient norm at init" if i % ncols == 0 else "")
     handles = [Line2D([], [], color=colour[y], marker="o") for y in y_values]
-    fig.legend(handles, y_values, title=axes[1], loc="outside right upper", fontsize=8)
+    fig.legend(handles, y_values, title=axes[1] if len(axes) > 1 else None,
+               loc="outside right upper", fontsize=8)
     fig.suptitle("Gradient norm per layer at initialisation\n(geometric mean over runs)")
     return save(fig, path)
 

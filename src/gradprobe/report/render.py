@@ -1,5 +1,7 @@
 """The report's content as Markdown and as HTML: both are rendered from the same blocks, so the
-two files can never say different things."""
+two files can never say different things. Links are relative to the report, so the folder works
+opened locally or moved whole; the HTML's tables sort by a click on a header (inline script, no
+network)."""
 
 from __future__ import annotations
 
@@ -10,19 +12,32 @@ from pathlib import Path
 
 
 @dataclass
+class Link:
+    """A relative link in a table cell: to a run's directory, its summary, its figures."""
+
+    text: str
+    href: str
+
+
+Cell = str | list[Link]
+
+
+@dataclass
 class Block:
     """One piece of the report, rendered both as Markdown and as HTML from the same content."""
 
     kind: str  # "h1", "h2", "p", "table", "ul" or "img"
     text: str = ""
     header: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
+    rows: list[list[Cell]] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
     path: Path | None = None
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md_cell(cell: Cell) -> str:
+    if isinstance(cell, list):
+        return " ".join(f"[{link.text}]({link.href})" for link in cell)
+    return cell.replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(blocks: list[Block], out: Path) -> str:
@@ -49,7 +64,42 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;
 color:#222;line-height:1.45}table{border-collapse:collapse;font-size:90%;margin:1em 0}
 th,td{border:1px solid #ccc;padding:3px 9px;text-align:left}th{background:#eef1f5}
 tr:nth-child(even){background:#fafafa}img{max-width:100%;border:1px solid #eee}
+th.sortable{cursor:pointer}th[aria-sort=ascending]::after{content:" ▲"}
+th[aria-sort=descending]::after{content:" ▼"}
 figure{margin:1.2em 0}figcaption{color:#555;font-size:90%}h1{font-size:1.5em}"""
+
+
+# Click a header to sort by that column (numbers numerically, "–" and text after them); click
+# again to reverse. ``data-order`` keeps the original order for columns of links.
+SORT_SCRIPT = """document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, i) {
+    th.addEventListener("click", function () {
+      var up = th.getAttribute("aria-sort") !== "ascending";
+      table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", up ? "ascending" : "descending");
+      var key = function (row) {
+        var cell = row.cells[i], t = cell.getAttribute("data-order") || cell.textContent.trim();
+        var n = parseFloat(t);
+        return isNaN(n) || !/^[-+.\\d]/.test(t) ? [1, t] : [0, n];
+      };
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        var c = x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0);
+        return up ? c : -c;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});"""
+
+
+def _html_cell(cell: Cell, index: int) -> str:
+    if isinstance(cell, list):
+        links = " ".join(f'<a href="{html.escape(link.href)}">{html.escape(link.text)}</a>'
+                         for link in cell)
+        return f'<td data-order="{index:06d}">{links}</td>'
+    return f"<td>{html.escape(cell)}</td>"
 
 
 def _html_block(b: Block) -> str:
@@ -59,10 +109,11 @@ def _html_block(b: Block) -> str:
     if b.kind == "ul":
         return "<ul>" + "".join(f"<li>{esc(item)}</li>" for item in b.items) + "</ul>"
     if b.kind == "table":
-        head = "".join(f"<th>{esc(h)}</th>" for h in b.header)
-        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-                       for row in b.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        head = "".join(f'<th class="sortable" title="sort">{esc(h)}</th>' for h in b.header)
+        body = "".join("<tr>" + "".join(_html_cell(c, i) for c in row) + "</tr>"
+                       for i, row in enumerate(b.rows))
+        return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+                f"</table>")
     if b.kind == "img" and b.path is not None:
         data = base64.b64encode(b.path.read_bytes()).decode("ascii")
         return (f'<figure><img alt="{esc(b.text)}" src="data:image/png;base64,{data}">'
@@ -76,4 +127,4 @@ def render_html(blocks: list[Block]) -> str:
     body = "\n".join(_html_block(b) for b in blocks)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n"
-            f"<body>\n{body}\n</body></html>\n")
+            f"<body>\n{body}\n<script>{SORT_SCRIPT}</script>\n</body></html>\n")

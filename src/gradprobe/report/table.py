@@ -25,7 +25,7 @@ TAIL_COLUMNS = ("wall_time_s", "error", "final_diagnosis_text")
 NUMERIC_EXTRA = (*RATIOS, "final_dead_share", "final_saturated_share", "wall_time_s")
 
 
-def config_columns_of(runs: list[Run], axes: tuple[str, str]) -> list[str]:
+def config_columns_of(runs: list[Run], axes: tuple[str, ...] = ()) -> list[str]:
     """Choice groups, then override keys, then the axes: the columns that name a configuration."""
     columns: dict[str, None] = {}
     for run in runs:

@@ -13,8 +13,9 @@ log = logging.getLogger("gradprobe")
 
 
 def report(config: DictConfig, sweep_dir: Path) -> None:
-    """The sweep report (``gradprobe.report``), and its figures and table as a sweep-level W&B
-    run in the sweep's group when the jobs log to W&B. Never fails the sweep."""
+    """The sweep report (``gradprobe.report``, drawn over the keys the sweep varied), and its
+    figures and table as a sweep-level W&B run in the sweep's group when the jobs log to W&B.
+    Never fails the sweep."""
     from gradprobe.report import build_report
 
     try:
@@ -22,9 +23,9 @@ def report(config: DictConfig, sweep_dir: Path) -> None:
     except Exception:
         log.exception("the sweep report could not be written")
         return
-    log.info("sweep report: %s", result["report_md"])
+    log.info("sweep report: %s; %s", result["report_md"], result["axes"].describe())
     wandb_cfg = (config.get("logger") or {}).get("wandb")
     if wandb_cfg is not None:
         from gradprobe.publish import sweep_report
 
-        sweep_report(result, sweep_dir, wandb_cfg)
+        sweep_report(result, sweep_dir, wandb_cfg, verbose=bool(config.get("verbose")))

@@ -36,6 +36,21 @@ def previous_result(job_dir: Path, overrides: list[str]) -> dict[str, Any] | Non
     return None
 
 
+def recorded_threads(job_dir: Path) -> int | None:
+    """The torch threads the newest earlier attempt of this job trained with (its
+    ``summary.json``, moved aside by :func:`previous_result`), so a re-run matches the jobs that
+    already finished even if the launcher would now share the cores out differently; ``None``
+    if no attempt got that far."""
+    for attempt in sorted(Path(job_dir).glob("previous_attempts/*"), reverse=True):
+        try:
+            threads = (read_summary(attempt) or {}).get("threads")
+        except RunDirError:
+            continue
+        if isinstance(threads, int) and threads >= 1:
+            return threads
+    return None
+
+
 def check_sweep_resume(sweep_dir: Path, overrides: list[str]) -> None:
     """``sweep.resume=<dir>`` must name a sweep this command started, none of whose jobs is
     still running; RunDirError (one line) before anything is written, otherwise."""

@@ -2,25 +2,39 @@
 
     python -m gradprobe.theory activation=tanh init=meanfield init.sigma_w2=1.5 model.depth=50
     python -m gradprobe.theory activation=tanh --phase-diagram phase.png
+
+Whatever it is given that it cannot use (an unknown option, key or flag, a value the schema
+refuses, a config the theory does not cover, a bad number) is one line on stderr and exit 2,
+before torch is imported (``gradprobe.theory.refusals``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from gradprobe.errors import ConfigError
 from gradprobe.theory.diagram import phase_diagram
-from gradprobe.theory.runs import activation_params, for_config
+from gradprobe.theory.refusals import check_inputs, compose_or_refuse
+from gradprobe.theory.runs import activation_params, applies, for_config
 
 SHOWN = ("q_star", "chi1_star", "phase", "depth_scale", "first_last_backprop_ratio", "c_star",
          "chi_c_star", "correlation_depth_scale")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that refuses in one line (its own ``error`` prints the usage too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (--help lists the options)")
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gradprobe.theory",
-                                     description="mean-field prediction for a gradprobe config")
+    parser = Parser(prog="python -m gradprobe.theory",
+                    description="mean-field prediction for a gradprobe config")
     parser.add_argument("overrides", nargs="*", help="e.g. activation=tanh init=meanfield")
     parser.add_argument("--phase-diagram", type=Path, help="also draw the phase diagram here")
     parser.add_argument("--q-input", type=float, default=1.0,
@@ -57,19 +71,21 @@ def show(result: dict[str, Any], sw2: float, sb2: float, c_input: float) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print the prediction for a config given as Hydra overrides, without training."""
-    args = parse(argv)
-    from gradprobe.config import compose
-    from gradprobe.schema import validate
-
-    cfg, choices = compose(args.overrides)
-    validate(cfg)
+    """Print the prediction for a config given as Hydra overrides, without training; what
+    cannot be predicted is refused in one line (exit 2) before anything heavy is imported."""
+    try:
+        args = parse(argv)
+        check_inputs(args.q_input, args.c_input, args.phase_diagram)
+        cfg, choices = compose_or_refuse(args.overrides)
+        reason = applies(choices)
+        if reason:
+            raise ConfigError(f"config error: {reason}")
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
     sw2, sb2 = drawn_variances(cfg, choices)
     result = for_config(cfg, choices, sw2, sb2, args.q_input, int(cfg.model.width),
                         c_input=args.c_input)
-    if not result["applies"]:
-        print(result["reason"])
-        return
     show(result, sw2, sb2, args.c_input)
     if args.phase_diagram:
         params = activation_params(dict(cfg.activation))

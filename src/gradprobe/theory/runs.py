@@ -20,9 +20,11 @@ def activation_params(activation_cfg: dict[str, Any]) -> dict[str, float]:
 def applies(choices: dict[str, str]) -> str | None:
     """Why the mean-field prediction does not apply to a run, or None if it does."""
     if choices.get("model") != "mlp":
-        return "mean-field theory here covers plain MLPs (model=mlp)"
+        return (f"model={choices.get('model')}: mean-field theory here covers plain MLPs "
+                f"(model=mlp)")
     if choices.get("norm", "none") != "none":
-        return "mean-field theory here assumes no normalisation (norm=none)"
+        return (f"norm={choices.get('norm')}: mean-field theory here assumes no normalisation "
+                f"(norm=none)")
     return None
 
 

@@ -24,14 +24,17 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gradprobe import console
 from gradprobe.cli import NAN, objective_of
 from gradprobe.config import choices_of
 from gradprobe.record import hydra_record, record_failure
 from gradprobe.schema import ConfigError, validate
-from gradprobe.sweep.resume import previous_result
+from gradprobe.sweep.placement import resolve_threads
+from gradprobe.sweep.resume import previous_result, recorded_threads
 
 log = logging.getLogger("gradprobe")
-FREE_KEYS = ("seed", "init", "run_name", "threads", "sweep", "resume")  # may differ in a group
+# May differ in a group (not threads: a group trains with one count, which each member records).
+FREE_KEYS = ("seed", "init", "run_name", "sweep", "resume")
 
 
 def group_key(cfg: DictConfig) -> str:
@@ -54,6 +57,11 @@ def solo_reason(cfg: DictConfig) -> str | None:
         "gradient clipping": bool(trainer.gradient_clip_val),
         "the Jacobian probe": cfg.gradflow.get("jacobian_examples", 0) > 0,
         "a resumed run": bool(cfg.get("resume")),
+        "early stopping (members would stop at different epochs)":
+            bool(cfg.get("callbacks", {}).get("early_stopping", {}).get("enabled")),
+        "a debug preset": cfg.get("debug") is not None or bool(trainer.get("fast_dev_run"))
+            or bool(trainer.get("overfit_batches")) or bool(trainer.get("detect_anomaly"))
+            or trainer.get("profiler") is not None,
         "a precision other than 32-true": str(trainer.precision) not in ("32-true", "32"),
         "an accelerator other than cpu or gpu": trainer.accelerator not in ("cpu", "gpu",
                                                                               "cuda", "auto"),
@@ -112,15 +120,17 @@ class EnsembleLauncher(Launcher):
         any other job runs now, through the ordinary task function."""
         from gradprobe.ensemble import Member
 
+        hydra_cfg = HydraConfig.get()
+        console.setup(bool(cfg.get("verbose")), hydra_cfg.job.num,  # its lines carry its number
+                      online=console.online(cfg))
         reason = solo_reason(cfg)
         if reason:
             log.info("runs alone (%s)", reason)
             return self.task_function(cfg)
-        hydra_cfg = HydraConfig.get()
         run_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
         choices = choices_of(hydra_cfg)
         if cfg.sweep.resume and (done := previous_result(run_dir, overrides)) is not None:
-            print(f"already {done['status']}, skipped: {run_dir}")  # its log stays as it was
+            console.echo(f"already {done['status']}, skipped: {run_dir}")  # log left as it was
             return objective_of(done, cfg)
         try:
             validate(cfg)
@@ -128,15 +138,30 @@ class EnsembleLauncher(Launcher):
             log.error("%s", err)
             record_failure(cfg, run_dir, choices, overrides, str(err))
             return NAN
+        if cfg.get("print_config"):
+            console.echo(OmegaConf.to_yaml(cfg, resolve=True).rstrip())
+        # the count it trains with, in its Hydra record too; a re-run job keeps its earlier one
+        cfg.threads = resolve_threads(cfg.threads, recorded=recorded_threads(run_dir)
+                                      if cfg.sweep.resume else None)
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         group = str(Path(hydra_cfg.sweep.dir).resolve())
         self._member = Member(resolved, run_dir, choices, overrides, group,
-                              hydra=hydra_record(hydra_cfg, cfg))
+                              hydra=hydra_record(hydra_cfg, cfg), job=hydra_cfg.job.num)
         return NAN  # replaced by the objective once the ensemble has trained
 
     def _train_groups(self) -> None:
         """Same-key jobs in ensembles of at most ``max_members``; a failed ensemble is
-        recorded in its members' summaries and the sweep goes on."""
+        recorded in its members' summaries and the sweep goes on. Meanwhile the console is a
+        job's (gradprobe's lines, each member's tagged with its job number), then Hydra's
+        again."""
+        console.setup(bool(self.config.get("verbose")), None, console.FORMAT,
+                      online=console.online(self.config))
+        try:
+            self._train_each_group()
+        finally:
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+    def _train_each_group(self) -> None:
         from gradprobe.ensemble import train
 
         groups: dict[str, list[tuple[JobReturn, Any]]] = {}
@@ -156,3 +181,5 @@ class EnsembleLauncher(Launcher):
                     continue
                 for (job, member), summary in zip(chunk, summaries, strict=True):
                     job.return_value = objective_of(summary, member.cfg)
+                    with console.job(member.job):
+                        console.finished(summary)
