@@ -29,7 +29,7 @@ from gradprobe.sweep.callback import SweepSummary
 from gradprobe.sweep.jobs import stop_jobs, summarize
 from gradprobe.sweep.placement import threads_per_job
 from gradprobe.sweep.resume import previous_result, recorded_threads
-from gradprobe.wandb_check import check_wandb_login
+from gradprobe.wandb_check import check_wandb_login, online_wandb_loggers
 
 NAN = float("nan")
 REFUSALS = (ConfigError, DataError, RunDirError)
@@ -111,7 +111,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     run_dir, choices = Path(hydra_cfg.runtime.output_dir), choices_of(hydra_cfg)
     overrides = list(hydra_cfg.overrides.task)
     console.setup(bool(cfg.get("verbose")), hydra_cfg.job.num if sweeping else None,
-                  online=console.online(cfg))
+                  online=bool(online_wandb_loggers(cfg)))
     interrupt.install()
     if sweeping:
         interrupt.end_with_parent()

@@ -102,12 +102,6 @@ def setup(verbose: bool = False, job: int | None = None, fmt: str | None = None,
         handler.setFormatter(Tagged(inner.inner if isinstance(inner, Tagged) else inner))
 
 
-def online(cfg: Any) -> bool:
-    """Whether the config's W&B logger (if any) logs live."""
-    wandb = (cfg.get("logger") or {}).get("wandb") or {}
-    return str(wandb.get("mode", "")) == "online"
-
-
 @contextmanager
 def job(number: int | None) -> Iterator[None]:
     """Lines printed meanwhile carry job ``number``'s tag (an ensemble member's lines)."""

@@ -15,7 +15,6 @@ arguments and the config.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradprobe.config import compose, register_resolvers
 from gradprobe.errors import ConfigError, DataError
+from gradprobe.instruments.files import write_json
 from gradprobe.record import RESOLVED_CONFIG, RunDirError
 from gradprobe.resume import load_resolved
 from gradprobe.schema import validate
@@ -149,13 +149,12 @@ def test(module: Any, splits: Any, cfg: DictConfig) -> dict[str, float]:
 
 
 def write_new(folder: Path, result: dict[str, Any]) -> Path:
-    """``<folder>/<time>.json``, never over an existing file."""
+    """``<folder>/<time>.json``, written atomically and never over an existing file."""
     folder.mkdir(exist_ok=True)
     while True:
         path = folder / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{time.time_ns() % 10**9:09d}.json"
         try:
-            with open(path, "x") as f:
-                json.dump(result, f, indent=2)
+            write_json(path, result, new=True)
             return path
         except FileExistsError:
             continue

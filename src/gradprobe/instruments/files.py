@@ -11,10 +11,11 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_file(path: Path, mode: str = "w", new: bool = False) -> Iterator[IO[Any]]:
     """A file written beside ``path``, flushed to disk and renamed over it: readers see the old
     file or the new one, never half. On any error (a full disk, a kill's exception) the
-    temporary file is removed and the old file is untouched."""
+    temporary file is removed and the old file is untouched. ``new``: never over an existing
+    file (``FileExistsError``; a hard link, which fails where a rename would replace)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -22,7 +23,11 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        tmp.replace(path)
+        if new:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -33,5 +38,6 @@ def write_atomic(path: Path, text: str) -> None:
         f.write(text)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+def write_json(path: Path, data: dict[str, Any], new: bool = False) -> None:
+    with atomic_file(path, new=new) as f:
+        f.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -31,6 +31,7 @@ from gradprobe.record import hydra_record, record_failure
 from gradprobe.schema import ConfigError, validate
 from gradprobe.sweep.placement import resolve_threads
 from gradprobe.sweep.resume import previous_result, recorded_threads
+from gradprobe.wandb_check import online_wandb_loggers
 
 log = logging.getLogger("gradprobe")
 # May differ in a group (not threads: a group trains with one count, which each member records).
@@ -122,7 +123,7 @@ class EnsembleLauncher(Launcher):
 
         hydra_cfg = HydraConfig.get()
         console.setup(bool(cfg.get("verbose")), hydra_cfg.job.num,  # its lines carry its number
-                      online=console.online(cfg))
+                      online=bool(online_wandb_loggers(cfg)))
         reason = solo_reason(cfg)
         if reason:
             log.info("runs alone (%s)", reason)
@@ -155,7 +156,7 @@ class EnsembleLauncher(Launcher):
         job's (gradprobe's lines, each member's tagged with its job number), then Hydra's
         again."""
         console.setup(bool(self.config.get("verbose")), None, console.FORMAT,
-                      online=console.online(self.config))
+                      online=bool(online_wandb_loggers(self.config)))
         try:
             self._train_each_group()
         finally:
