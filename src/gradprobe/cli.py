@@ -67,8 +67,12 @@ def stop_interrupted(run_dir: Path, sweeping: bool) -> None:
         os._exit(interrupt.exit_code())
     if sweeping:
         raise KeyboardInterrupt(interrupt.signal_name())
-    print(interrupt.told(run_dir, command()), file=sys.stderr)
-    sys.exit(interrupt.exit_code())
+    print(interrupt.told(run_dir, command()), file=sys.stderr, flush=True)
+    # The record is written and the loggers are closed. Exit without the interpreter's
+    # finalization: a native thread that outlives it can abort the process (seen once in CI
+    # after SIGINT: "terminate called ... write to closed file", exit -6, not 130).
+    logging.shutdown()
+    os._exit(interrupt.exit_code())
 
 
 def command() -> str:
