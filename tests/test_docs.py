@@ -47,7 +47,7 @@ from gradprobe.schema import validate
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell", "console"}
 NOT_RUN = re.compile(r"#\s*not run in tests:\s*(\S.*)$")
-PROGRAMS = {"python", "gradprobe-train", "wandb", "pip"}
+PROGRAMS = {"python", "gradprobe-train", "wandb", "pip", "tensorboard"}
 # A run at a reduced size: one epoch of two batches, every step logged. Keys the command sets
 # itself are left as it sets them.
 REDUCE = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1",

@@ -441,6 +441,8 @@ def test_the_callbacks_defaults_are_the_apps() -> None:
                 "saturation_margin"):
         assert defaults[key] == app[key], key
     assert dict(app.thresholds) == THRESHOLDS
+    # what W&B receives; profile_charts is the app's (posted after the fit, gradprobe.publish)
+    assert {k: v for k, v in app.wandb.items() if k != "profile_charts"} == GradientFlow().wandb
 
 
 def test_discovery_pairs_each_weight_with_the_activation_after_it() -> None:

@@ -60,6 +60,7 @@ def build_gradflow(cfg: DictConfig, choices: dict[str, str], run_dir: Path,
     settings = OmegaConf.to_container(cfg.gradflow, resolve=True)
     settings.pop("jacobian_examples", None)  # its own callback, JacobianSpectrum
     settings.pop("figures", None)  # drawn from the files after the fit (gradprobe.publish)
+    settings.get("wandb", {}).pop("profile_charts", None)  # also posted after it (publish)
     if not settings.pop("enabled"):
         return None
     prediction = prediction or {}

@@ -27,10 +27,22 @@ def draw_figures(run_dir: Path, prediction: dict[str, Any]) -> list[str]:
         return []
 
 
+def post_charts(logger: Any, run_dir: Path) -> None:
+    """The W&B profile charts and layers table (gradprobe.wandb_charts); like a figure, they
+    must not fail the run."""
+    from gradprobe.wandb_charts import log_run_page
+
+    try:
+        log_run_page(logger, run_dir)
+    except Exception:
+        log.exception("the W&B profile charts could not be posted")
+
+
 def results(loggers: list, run_dir: Path, report: dict[str, Any] | None,
-            prediction: dict[str, Any], figures: bool = True) -> list[str]:
+            prediction: dict[str, Any], figures: bool = True, charts: bool = True) -> list[str]:
     """Figures (when the run was monitored and ``figures``), then the verdicts, the theory and
-    the figures to every W&B logger. Returns the figure paths."""
+    the figures to every W&B logger, and its profile charts (when monitored and ``charts``).
+    Returns the figure paths."""
     from pytorch_lightning.loggers import WandbLogger
 
     paths = draw_figures(run_dir, prediction) if report and figures else []
@@ -40,6 +52,8 @@ def results(loggers: list, run_dir: Path, report: dict[str, Any] | None,
             summary.update(diagnosis_summary(report or {}) | theory_summary(prediction))
             for path in paths:
                 logger.log_image(key=f"figures/{Path(path).stem}", images=[path])
+            if report and charts:
+                post_charts(logger, run_dir)
     return paths
 
 

@@ -20,9 +20,11 @@ from gradprobe import trusted
 from gradprobe.instruments.files import atomic_file, write_atomic
 from gradprobe.record import RESOLVED_CONFIG, RESUMABLE, RunDirError, lock_holder, read_summary
 
-# What a resume may change: how far to train, and the machine's share. Anything else would make
-# the continued run a different experiment from the one its first half recorded.
-CHANGEABLE = ("trainer.max_epochs", "trainer.max_steps", "threads", "verbose", "print_config")
+# What a resume may change: how far to train, the machine's share, and what W&B is sent. Anything
+# else would make the continued run a different experiment from the one its first half recorded.
+CHANGEABLE = ("trainer.max_epochs", "trainer.max_steps", "threads", "verbose", "print_config",
+              "gradflow.wandb.per_layer_scalars", "gradflow.wandb.histograms",
+              "gradflow.wandb.profile_charts")
 IGNORED = ("resume",)  # the resume key itself; hydra.* overrides are Hydra's, not the run's
 
 

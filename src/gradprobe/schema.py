@@ -174,6 +174,8 @@ RULES: tuple[Rule, ...] = (
     Rule("data.source.inputs", "'normal' or 'uniform'", one_of("normal", "uniform")),
     Rule("gradflow.enabled", "true or false", boolean),
     Rule("gradflow.figures", "true or false", boolean),
+    *(Rule(f"gradflow.wandb.{name}", "true or false", boolean)
+      for name in ("per_layer_scalars", "histograms", "profile_charts")),
     Rule("gradflow.every_n_steps", "an integer >= 1", integer(1)),
     Rule("gradflow.histogram_every_n_steps", "an integer >= 1", integer(1)),
     Rule("gradflow.flush_every_n_samples", "an integer >= 1", integer(1)),

@@ -33,7 +33,8 @@ from gradprobe.ensemble.records import (
     member_checkpoints,
     solo_hparams,
 )
-from gradprobe.instruments import GradientFlow, guard, log_histograms
+from gradprobe.instruments import GradientFlow, guard
+from gradprobe.instruments.tensorboard_layout import write_layout
 from gradprobe.sweep.placement import place_job
 
 log = logging.getLogger("gradprobe")
@@ -178,7 +179,9 @@ def publish_member(member: Member, status: str, size: int) -> None:
                 gradflow.finish(loggers)
             outcome.measured_ratio(gradflow, member.prediction)
             publish.results(loggers, member.run_dir, gradflow.report if gradflow else None,
-                            member.prediction, figures=member.cfg.gradflow.get("figures", True))
+                            member.prediction, figures=member.cfg.gradflow.get("figures", True),
+                            charts=member.cfg.gradflow.get("wandb", {}).get("profile_charts",
+                                                                            True))
         finally:
             close_loggers(loggers, status)
 
@@ -187,18 +190,18 @@ def replay(member: Member, loggers: list) -> None:
     """The member's kept metrics and gradient-flow rows (and histograms), in step order."""
     rows = list(member.logs)
     gradflow = member.gradflow
-    if gradflow is not None:
+    if gradflow is not None:  # as GradientFlow.on_fit_start does for a solo run
+        write_layout(loggers)
         gradflow.flush([])
         rows += [(r.step, gradflow.recorder.metrics(r)) for r in gradflow.recorder.history]
     for step, metrics in sorted(rows, key=lambda row: row[0]):
-        for logger in loggers:
-            logger.log_metrics(metrics, step=step)
-    if gradflow is not None:
-        recorder = gradflow.recorder
-        for k, step in enumerate(recorder.hist_steps):
+        if gradflow is not None:  # through its recorder: its gradflow.wandb options apply
+            gradflow.recorder.log_metrics(loggers, metrics, step)
+        else:
             for logger in loggers:
-                log_histograms(logger, step, recorder.layer_names, recorder.grad_hists[k],
-                               recorder.act_hists[k])
+                logger.log_metrics(metrics, step=step)
+    if gradflow is not None:
+        gradflow.recorder.log_histograms(loggers)
 
 
 @contextmanager

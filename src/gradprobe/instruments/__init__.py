@@ -7,7 +7,8 @@ protocols (:mod:`~gradprobe.instruments.schedule`). One module per job:
 * ``gradient_flow`` -- the ``GradientFlow`` callback: wires the pieces below to Lightning hooks;
 * ``schedule`` -- which steps are sampled, and the protocols engines honour;
 * ``hooks`` / ``gradients`` / ``stats`` -- what a sampled step measures, on the device;
-* ``recorder`` -- rows kept on the device, flushed to ``layers.csv``/``steps.csv``/histograms;
+* ``recorder`` -- rows kept on the device, flushed to ``layers.csv``/``steps.csv``/histograms
+  and to the loggers; ``tensorboard_layout`` -- one TensorBoard chart per statistic;
 * ``guard`` -- the divergence rule and its callback; ``diagnosis`` -- verdicts on a row;
 * ``jacobian`` -- layer-to-layer Jacobian spectrum at init; ``files`` -- atomic writes.
 

@@ -46,9 +46,10 @@ from gradprobe.instruments.gradients import global_norm_of, record_gradients, re
 from gradprobe.instruments.guard import Guard
 from gradprobe.instruments.hooks import record_activations, record_backprop, watch_layers
 from gradprobe.instruments.layers import Layer, find_layers
-from gradprobe.instruments.recorder import STEP_STATS, Recorder, Row
+from gradprobe.instruments.recorder import STEP_STATS, WANDB, Recorder, Row
 from gradprobe.instruments.schedule import Schedule, last_step
 from gradprobe.instruments.stats import ACT_BINS, GRAD_BINS, log10_abs
+from gradprobe.instruments.tensorboard_layout import write_layout
 
 log = logging.getLogger("gradprobe")
 _S = {stat: i for i, stat in enumerate(STEP_STATS)}
@@ -84,6 +85,9 @@ class GradientFlow(Callback):
             :func:`gradprobe.remedies.remedies`, phrased as its overrides. None: verdicts only.
         resume: continue the records in ``out_dir`` (a resumed run): their rows stay the
             history, and the init probe's verdict is read back from its row.
+        wandb: what W&B loggers receive (see ``recorder.WANDB``): ``per_layer_scalars=False``
+            keeps the ``<namespace>/<stat>/<layer>`` keys from them, ``histograms=False`` the
+            per-layer histograms; the files and other loggers keep everything.
     """
 
     def __init__(self, every_n_steps: int = EVERY_N_STEPS, histogram_every_n_steps: int = 100,
@@ -92,9 +96,14 @@ class GradientFlow(Callback):
                  out_dir: str | Path | None = None, context: dict[str, Any] | None = None,
                  advise: Callable[..., list[dict[str, Any]]] | None =
                  diagnosis.general_remedies,
-                 resume: bool = False) -> None:
+                 resume: bool = False, wandb: dict[str, bool] | None = None) -> None:
         super().__init__()
         self.resume = resume
+        unknown = set(wandb or {}) - set(WANDB)
+        if unknown:
+            raise ValueError(f"GradientFlow(wandb=...): unknown {sorted(unknown)}; expected "
+                             f"keys of {sorted(WANDB)}")
+        self.wandb = WANDB | dict(wandb or {})
         self.schedule = Schedule(every_n_steps, histogram_every_n_steps)
         self.flush_every, self.margin = flush_every_n_samples, saturation_margin
         self.thresholds = diagnosis.THRESHOLDS | dict(thresholds or {})
@@ -121,13 +130,18 @@ class GradientFlow(Callback):
         self.layers, self.names = layers, [layer.name for layer in layers]
         self.weights = [layer.weight.weight for layer in layers]
         self.numel = torch.tensor([float(w.numel()) for w in self.weights])
-        self.recorder = Recorder(out_dir, self.names)
+        self.recorder = Recorder(out_dir, self.names, wandb=dict(self.wandb))
         if self.resume:
             self.recorder.load()
             history = self.recorder.history
             if history and history[0].step == 0:
                 self.report["init"] = self._diagnose(history[0])
         self.schedule.last = last_step
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """TensorBoard loggers get a layout that draws each statistic's layers in one chart."""
+        if trainer.is_global_zero:
+            write_layout(trainer.loggers)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.numel = self.numel.to(pl_module.device)

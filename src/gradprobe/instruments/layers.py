@@ -27,6 +27,11 @@ def layer_name(index: int, depth: int) -> str:
     return f"layer_{index:0{max(2, len(str(depth)))}d}"
 
 
+# Every name a layer gets (layer_name's, and the network head's "output"): what tells a logged
+# key <stat>/<layer> that it is per-layer, for dashboards built from logged keys alone.
+LAYER_NAME_PATTERN = r"layer_\d+|output"
+
+
 WEIGHT_BEARING = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 

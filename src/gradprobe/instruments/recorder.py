@@ -3,6 +3,8 @@
 A row is one sampled optimizer step: a (stat, layer) matrix and a few step-level values. At a
 flush every pending row is moved to the host in one copy, appended to ``layers.csv`` and
 ``steps.csv``, and logged to every Lightning logger under ``<namespace>/<stat>/<layer>`` keys.
+For very deep nets the W&B loggers can be spared the per-layer keys and the histograms (``WANDB``):
+W&B's workspace draws one chart per key, while the files and the other loggers keep everything.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from gradprobe.instruments.stats import ACT_BINS, ACTIVATION_STATS, GRAD_BINS
 GRADIENT_STATS = ("grad_norm", "weight_norm", "grad_ratio", "grad_mean_abs", "backprop_norm")
 LAYER_STATS = (*GRADIENT_STATS, "update_ratio", *ACTIVATION_STATS)
 STEP_STATS = ("grad_global_norm_preclip", "grad_global_norm", "grad_first_last_ratio")
+# What W&B loggers receive (conf/gradflow/default.yaml's ``wandb`` block): the per-layer scalar
+# keys, the per-layer histograms. Step-level keys always.
+WANDB = {"per_layer_scalars": True, "histograms": True}
 
 
 def metric_key(stat: str) -> str:
@@ -59,6 +64,7 @@ class Recorder:
     hist_steps: list[int] = field(default_factory=list)
     grad_hists: list[np.ndarray] = field(default_factory=list)
     act_hists: list[np.ndarray] = field(default_factory=list)
+    wandb: dict[str, bool] = field(default_factory=lambda: dict(WANDB))
 
     def load(self) -> None:
         """Continue the files a resumed run left (``resume.cut_history`` already cut them at
@@ -142,23 +148,44 @@ class Recorder:
                         if not math.isnan(v)}
         return metrics
 
+    def log_metrics(self, loggers: list[Any], metrics: dict[str, float], step: int) -> None:
+        """``metrics`` to every logger, less the per-layer keys for W&B loggers when
+        ``wandb["per_layer_scalars"]`` is off."""
+        for logger in loggers:
+            if not self.wandb["per_layer_scalars"] and _is_wandb(logger):
+                layer_keys = {f"{metric_key(s)}/{n}" for s in LAYER_STATS for n in self.layer_names}
+                logger.log_metrics({k: v for k, v in metrics.items() if k not in layer_keys},
+                                   step=step)
+            else:
+                logger.log_metrics(metrics, step=step)
+
+    def log_histograms(self, loggers: list[Any], first: int = 0) -> None:
+        """The histograms from the ``first``-th on to every logger that takes them (W&B
+        loggers only with ``wandb["histograms"]``)."""
+        for logger in loggers:
+            if getattr(logger, "experiment", None) is None or (
+                    not self.wandb["histograms"] and _is_wandb(logger)):
+                continue
+            for k in range(first, len(self.hist_steps)):
+                log_histograms(logger, self.hist_steps[k], self.layer_names,
+                               self.grad_hists[k], self.act_hists[k])
+
     def _log(self, host: list[HostRow], loggers: list[Any]) -> None:
         for row in host:
-            metrics = self.metrics(row)
-            for logger in loggers:
-                logger.log_metrics(metrics, step=row.step)
+            self.log_metrics(loggers, self.metrics(row), row.step)
 
     def _save_histograms(self, loggers: list[Any], newest: int) -> None:
         with atomic_file(self.out_dir / "histograms.npz", "wb") as f:  # rewritten each flush
             np.savez(f, steps=np.array(self.hist_steps), layers=np.array(self.layer_names),
                      grad_edges=GRAD_BINS.edges.numpy(), grad_counts=np.stack(self.grad_hists),
                      act_edges=ACT_BINS.edges.numpy(), act_counts=np.stack(self.act_hists))
-        for logger in loggers:
-            if getattr(logger, "experiment", None) is None:
-                continue
-            for k in range(len(self.hist_steps) - newest, len(self.hist_steps)):
-                log_histograms(logger, self.hist_steps[k], self.layer_names,
-                                self.grad_hists[k], self.act_hists[k])
+        self.log_histograms(loggers, first=len(self.hist_steps) - newest)
+
+
+def _is_wandb(logger: Any) -> bool:
+    from pytorch_lightning.loggers import WandbLogger
+
+    return isinstance(logger, WandbLogger)
 
 
 def log_histograms(logger: Any, step: int, names: list[str], grad: np.ndarray,

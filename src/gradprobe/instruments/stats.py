@@ -16,6 +16,9 @@ from torch import Tensor, nn
 
 ACTIVATION_STATS = ("act_mean", "act_std", "act_zero_frac", "act_neg_frac", "act_dead_frac",
                     "act_saturated_frac", "pre_mean", "pre_std", "pre_cosine")
+# what the diagnosis reads of activations (dead units, saturation, inputs collapsed to one
+# direction): dashboards show these first
+VERDICT_STATS = ("act_dead_frac", "act_saturated_frac", "pre_cosine")
 NAN = float("nan")
 # Below this many examples "off for every example" means little: a unit of independent inputs
 # is off for all 32 with probability 2^-32.
