@@ -38,6 +38,13 @@ def post_charts(logger: Any, run_dir: Path) -> None:
         log.exception("the W&B profile charts could not be posted")
 
 
+def switches(gradflow: Any) -> dict[str, bool]:
+    """What ``results`` posts, from a run's ``gradflow`` config (``gradflow=off`` has neither
+    key: the defaults)."""
+    return {"figures": gradflow.get("figures", True),
+            "charts": gradflow.get("wandb", {}).get("profile_charts", True)}
+
+
 def results(loggers: list, run_dir: Path, report: dict[str, Any] | None,
             prediction: dict[str, Any], figures: bool = True, charts: bool = True) -> list[str]:
     """Figures (when the run was monitored and ``figures``), then the verdicts, the theory and

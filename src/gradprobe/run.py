@@ -111,8 +111,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, splits: Splits, info: dict[str,
                     ckpt_path=resumed["checkpoint"] if resumed else None)
         outcome.measured_ratio(gradflow, prediction)
         publish.results(loggers, run_dir, gradflow.report if gradflow else None, prediction,
-                        figures=cfg.gradflow.get("figures", True),
-                        charts=cfg.gradflow.get("wandb", {}).get("profile_charts", True))
+                        **publish.switches(cfg.gradflow))
         fit_metrics = outcome.metrics_of(trainer.callback_metrics)
         status = outcome.status_of(divergence.diverged)
         if status == "completed":  # a diverged run is a result; no test on non-finite weights

@@ -179,9 +179,7 @@ def publish_member(member: Member, status: str, size: int) -> None:
                 gradflow.finish(loggers)
             outcome.measured_ratio(gradflow, member.prediction)
             publish.results(loggers, member.run_dir, gradflow.report if gradflow else None,
-                            member.prediction, figures=member.cfg.gradflow.get("figures", True),
-                            charts=member.cfg.gradflow.get("wandb", {}).get("profile_charts",
-                                                                            True))
+                            member.prediction, **publish.switches(member.cfg.gradflow))
         finally:
             close_loggers(loggers, status)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -148,14 +149,18 @@ class Recorder:
                         if not math.isnan(v)}
         return metrics
 
+    @cached_property
+    def layer_keys(self) -> frozenset[str]:
+        """Every per-layer metric key (``grad/norm/layer_01``, ...), made once."""
+        return frozenset(f"{metric_key(s)}/{n}" for s in LAYER_STATS for n in self.layer_names)
+
     def log_metrics(self, loggers: list[Any], metrics: dict[str, float], step: int) -> None:
         """``metrics`` to every logger, less the per-layer keys for W&B loggers when
         ``wandb["per_layer_scalars"]`` is off."""
         for logger in loggers:
             if not self.wandb["per_layer_scalars"] and _is_wandb(logger):
-                layer_keys = {f"{metric_key(s)}/{n}" for s in LAYER_STATS for n in self.layer_names}
-                logger.log_metrics({k: v for k, v in metrics.items() if k not in layer_keys},
-                                   step=step)
+                logger.log_metrics({k: v for k, v in metrics.items()
+                                    if k not in self.layer_keys}, step=step)
             else:
                 logger.log_metrics(metrics, step=step)
 
