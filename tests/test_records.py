@@ -144,7 +144,10 @@ def test_resume_continues_the_same_wandb_run(killed_and_full) -> None:
     _, resumed, before, killed = killed_and_full
     offline = sorted((killed / "wandb").glob("offline-run-*"))
     assert len(offline) == 2  # one per process, both the same W&B run id (synced as one run)
-    assert {p.name.rsplit("-", 1)[1] for p in offline} == {before["summary"]["wandb_id"]}
+    # the id is in each dir's run-<id>.wandb: W&B suffixes the dir name ("-1") when the resume
+    # starts in the same second as the killed run
+    ids = {log.stem.removeprefix("run-") for d in offline for log in d.glob("run-*.wandb")}
+    assert ids == {before["summary"]["wandb_id"]}
     out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(offline[1])],
                          capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout)["summary"]["test/acc"] == pytest.approx(
