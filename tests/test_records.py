@@ -4,6 +4,7 @@ the whole history (and falls back past a torn checkpoint), and a live run is nev
 from __future__ import annotations
 
 import csv
+import datetime
 import errno
 import json
 import math
@@ -15,12 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 
+import gradprobe.instruments.files
 import gradprobe.run
 from conftest import FAST, REPO, run_job, snapshot
+from gradprobe import record
 from gradprobe.checkpoints import AtomicCheckpointIO
+from gradprobe.instruments.files import new_dated_dir
 from gradprobe.record import RunDirError
+from gradprobe.sweep.resume import previous_result
 
 COMMON = [*FAST, "data=digits", "model.depth=3", "model.dropout=0.1"]
 
@@ -245,3 +251,48 @@ def test_a_run_saved_with_the_old_monitor_group_resumes_with_gradflow(tmp_path) 
     (tmp_path / "config_resolved.yaml").write_text("seed: 0\nmonitor:\n  every_n_steps: 7\n")
     cfg = load_resolved(tmp_path)
     assert cfg.gradflow.every_n_steps == 7 and "monitor" not in cfg
+
+
+class FrozenClock(datetime.datetime):
+    """Every dated folder made at the same microsecond: the worst case of a resume right after
+    a kill."""
+
+    @classmethod
+    def now(cls, tz=None):  # noqa: ANN206
+        return cls(2026, 11, 29, 3, 0, 0, 123456)
+
+
+def test_dated_dirs_made_at_the_same_moment_never_collide(tmp_path, monkeypatch) -> None:
+    real = [new_dated_dir(tmp_path / "real", "resumed-") for _ in range(2)]
+    assert sorted(real) == real and real[0] != real[1]
+    monkeypatch.setattr(gradprobe.instruments.files, "datetime", FrozenClock)
+    made = [new_dated_dir(tmp_path / "frozen") for _ in range(3)]
+    assert [p.name for p in made] == ["20261129-030000-123456", "20261129-030000-123456-1",
+                                      "20261129-030000-123456-2"]
+
+
+def test_two_resumes_at_the_same_moment_keep_both_hydra_records(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(gradprobe.instruments.files, "datetime", FrozenClock)
+    cfg = OmegaConf.create({"seed": 0, "threads": 1})
+    run_dir = tmp_path / "run"
+    for attempt in ("first", "second"):
+        record.start(cfg, run_dir, {}, [], resumed={"ckpt": attempt},
+                     hydra={"overrides.yaml": [f"+attempt={attempt}"]})
+        record.release_lock(run_dir)
+    kept = sorted(run_dir.glob(".hydra/resumed-*/overrides.yaml"))
+    assert [p.read_text() for p in kept] == ["- +attempt=first\n", "- +attempt=second\n"]
+
+
+def test_a_sweep_job_failed_twice_at_the_same_moment_keeps_both_attempts(tmp_path,
+                                                                         monkeypatch) -> None:
+    monkeypatch.setattr(gradprobe.instruments.files, "datetime", FrozenClock)
+    job = tmp_path / "0"
+    for attempt in ("first", "second"):
+        job.mkdir(exist_ok=True)
+        (job / "summary.json").write_text(json.dumps({"status": "failed", "overrides": ["a=1"],
+                                                      "attempt": attempt}))
+        assert previous_result(job, ["a=1"]) is None  # moved aside, to run again
+        assert not (job / "summary.json").exists()
+    kept = sorted((job / "previous_attempts").iterdir())
+    assert [json.loads((p / "summary.json").read_text())["attempt"] for p in kept] == [
+        "first", "second"]

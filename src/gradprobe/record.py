@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # atomic writes: one implementation, the instruments' (torch-free to import)
-from gradprobe.instruments.files import write_atomic, write_json
+from gradprobe.instruments.files import new_dated_dir, write_atomic, write_json
 
 SUMMARY = "summary.json"
 RESOLVED_CONFIG = "config_resolved.yaml"
@@ -135,8 +135,8 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: li
                 "rerun": rerun_command(overrides, cfg.get("threads")), "started_at": now(),
                 "wandb_id": uuid.uuid4().hex[:8]}
     if hydra:
-        folder = run_dir / (f".hydra/resumed-{time.strftime('%Y%m%d-%H%M%S')}" if resumed
-                            else ".hydra")
+        folder = (new_dated_dir(run_dir / ".hydra", "resumed-") if resumed
+                  else run_dir / ".hydra")
         folder.mkdir(parents=True, exist_ok=True)
         for name, content in hydra.items():
             write_atomic(folder / name, OmegaConf.to_yaml(content))

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,3 +42,19 @@ def write_atomic(path: Path, text: str) -> None:
 def write_json(path: Path, data: dict[str, Any], new: bool = False) -> None:
     with atomic_file(path, new=new) as f:
         f.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def new_dated_dir(parent: Path, prefix: str = "") -> Path:
+    """A new folder ``<prefix><time to the microsecond>`` under ``parent`` (``-1``, ``-2`` …
+    added if that exists): names sort by age, and a second one made at the same moment (a
+    resume right after a kill) never lands in, or overwrites, the first."""
+    stamp = f"{prefix}{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    n = 0
+    while True:
+        path = Path(parent) / (f"{stamp}-{n}" if n else stamp)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1

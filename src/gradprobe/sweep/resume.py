@@ -4,10 +4,10 @@ that the directory is that sweep and that none of its old workers is still runni
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
+from gradprobe.instruments.files import new_dated_dir
 from gradprobe.record import RunDirError, lock_holder, read_summary
 from gradprobe.sweep.jobs import OK, job_dirs
 
@@ -28,8 +28,7 @@ def previous_result(job_dir: Path, overrides: list[str]) -> dict[str, Any] | Non
                          "a sweep with the command that started it")
     if summary["status"] in OK:
         return summary
-    attempt = job_dir / "previous_attempts" / time.strftime("%Y%m%d-%H%M%S")
-    attempt.mkdir(parents=True)
+    attempt = new_dated_dir(job_dir / "previous_attempts")
     for path in job_dir.iterdir():  # its Hydra record and log too: this attempt writes its own
         if path.name != "previous_attempts":
             shutil.move(str(path), attempt / path.name)
