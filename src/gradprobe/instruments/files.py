@@ -1,4 +1,5 @@
-"""Atomic writes: a record on disk is the old one or the new one, never half (torch-free)."""
+"""Atomic writes and new dated folders: a record on disk is the old one or the new one, never
+half, and a later one never lands on an earlier one (torch-free)."""
 
 from __future__ import annotations
 
